@@ -1,0 +1,25 @@
+"""One exception family: the CLI prints any of them as one line and exits non-zero."""
+
+
+class S2IError(Exception):
+    """Base for every error a user should see as one clear line (no traceback)."""
+
+    exit_code = 1
+
+
+class DataError(S2IError):
+    """Unreadable or malformed data set, image or info file."""
+
+
+class CheckpointError(S2IError):
+    """Missing, truncated or foreign checkpoint, or one that cannot be written."""
+
+
+class EngineError(S2IError):
+    """Bad input to an Engine, a corrupt artefact or a backend that cannot run."""
+
+
+class BackendUnavailable(EngineError):
+    """A requested backend's package or device is missing (message names what to install)."""
+
+    exit_code = 2

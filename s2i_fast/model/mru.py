@@ -1,0 +1,67 @@
+"""The Masked Residual Unit (SketchyGAN, Chen & Hays 2018), DESIGN.md's equations.
+
+    gate_logits = conv3x3_gate([x, I])          Cx + Co channels (conv_m and conv_n fused)
+    m = sigmoid(gate_logits[:, :Cx])            mask on x
+    n = sigmoid(gate_logits[:, Cx:])            combine weight
+    z = act(norm(conv3x3_z([m*x, I])))          Co channels
+    s = x if Cx == Co else norm(conv1x1(x))     shortcut
+    y = (1 - n) * s + n * z
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from s2i_fast.kernels import mru_ops
+
+NormFactory = Callable[[int], nn.Module]
+
+
+class MRU(nn.Module):
+    def __init__(
+        self,
+        in_channels: int,
+        image_channels: int,
+        out_channels: int,
+        norm: NormFactory,
+        act_slope: float = 0.2,
+        wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+        impl: str = "ref",
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.image_channels = image_channels
+        self.out_channels = out_channels
+        self.act_slope = act_slope
+        self.impl = impl
+        cat = in_channels + image_channels
+        # conv_m and conv_n read the same input: one conv, Cx + Co outputs; no norm on masks
+        self.conv_gate = wrap(nn.Conv2d(cat, in_channels + out_channels, 3, padding=1))
+        self.conv_z = wrap(nn.Conv2d(cat, out_channels, 3, padding=1, bias=False))
+        self.norm_z = norm(out_channels)
+        if in_channels != out_channels:
+            self.conv_short = wrap(nn.Conv2d(in_channels, out_channels, 1, bias=False))
+            self.norm_short = norm(out_channels)
+        else:
+            self.conv_short = None
+            self.norm_short = None
+
+    def forward(
+        self, x: torch.Tensor, image: torch.Tensor, label: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # x [B, Cx, H, W], image [B, Ci, H, W] -> y [B, Co, H, W]
+        cx = self.in_channels
+        gate_logits = self.conv_gate(torch.cat([x, image], 1))  # [B, Cx + Co, H, W]
+        m_logits, n_logits = gate_logits[:, :cx], gate_logits[:, cx:]
+        masked_x = mru_ops.gate_mask(m_logits, x, impl=self.impl)  # [B, Cx, H, W]
+        z_pre = self.conv_z(torch.cat([masked_x, image], 1))  # [B, Co, H, W]
+        scale, shift = self.norm_z.scale_shift(z_pre, label)
+        z = mru_ops.norm_act(z_pre, scale, shift, self.act_slope, impl=self.impl)
+        if self.conv_short is None:
+            shortcut = x
+        else:
+            shortcut = self.norm_short(self.conv_short(x), label)  # [B, Co, H, W]
+        return mru_ops.gated_combine(n_logits, shortcut, z, impl=self.impl)

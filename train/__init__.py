@@ -1,0 +1,1 @@
+"""Trainer: losses, loop, checkpoints, DDP (installed as s2i_fast.train)."""
