@@ -1,0 +1,3 @@
+from s2i_fast.cli import main
+
+main()
