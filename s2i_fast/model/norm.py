@@ -26,10 +26,10 @@ class _StatNorm(nn.Module):
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
     def batch_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, biased var) per channel, fp32, updating running stats in training."""
+        """(mean, biased var) per channel in >= fp32, updating running stats in training."""
         if not self.training:
-            return self.running_mean.float(), self.running_var.float()
-        xf = x.float()
+            return self.running_mean, self.running_var
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # stats in >= fp32
         count = xf.numel() // xf.shape[1]
         if self.sync and dist.is_available() and dist.is_initialized():
             from torch.distributed.nn.functional import all_reduce

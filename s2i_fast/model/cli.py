@@ -1,0 +1,147 @@
+"""`s2i-fast model summary|init` and `s2i-fast generate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from s2i_fast.config import RESOLUTIONS, STEMS, WIDTH_PRESETS, ModelConfig
+
+PRESETS = click.Choice(sorted(WIDTH_PRESETS))
+
+
+@click.group()
+def model() -> None:
+    """Create and inspect model checkpoints."""
+
+
+@model.command()
+@click.option("--preset", type=PRESETS, default="tiny", show_default=True)
+@click.option("--resolution", type=click.Choice([str(r) for r in RESOLUTIONS]), default="64",
+              show_default=True)
+@click.option("--classes", "num_classes", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--stem", type=click.Choice(STEMS), default="label", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def summary(preset: str, resolution: str, num_classes: int, stem: str, as_json: bool) -> None:
+    """Print parameter counts and per-level widths of G and D."""
+    from s2i_fast.model.networks import (
+        Discriminator,
+        Generator,
+        count_parameters,
+        encoder_resolutions,
+        level_width,
+    )
+
+    cfg = ModelConfig.from_preset(preset, resolution=int(resolution), num_classes=num_classes,
+                                  stem=stem)
+    gen, disc = Generator(cfg), Discriminator(cfg)
+    info = {
+        "preset": preset,
+        "base": cfg.base,
+        "resolution": cfg.resolution,
+        "num_classes": num_classes,
+        "stem": stem,
+        "levels": {r: level_width(cfg, r) for r in encoder_resolutions(cfg)},
+        "generator_params": count_parameters(gen),
+        "discriminator_params": count_parameters(disc),
+    }
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"preset {preset} (base {cfg.base}), {cfg.resolution}x{cfg.resolution}, "
+               f"{num_classes} classes, stem {stem}")
+    widths = ", ".join(f"{r}:{w}" for r, w in info["levels"].items())
+    click.echo(f"encoder widths (resolution:channels): {widths}")
+    click.echo(f"generator      {info['generator_params']:>12,d} parameters")
+    click.echo(f"discriminator  {info['discriminator_params']:>12,d} parameters")
+
+
+@model.command()
+@click.option("--preset", type=PRESETS, default="tiny", show_default=True)
+@click.option("--data", "data_root", type=click.Path(path_type=Path), required=True,
+              help="Sketchy-layout data set whose classes and statistics the model takes.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--resolution", type=click.Choice([str(r) for r in RESOLUTIONS]), default="64",
+              show_default=True)
+@click.option("--stem", type=click.Choice(STEMS), default="label", show_default=True)
+@click.option("--classes", default=None, help="Class subset: comma-separated names or a count.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def init(preset: str, data_root: Path, out: Path, resolution: str, stem: str,
+         classes: str | None, seed: int) -> None:
+    """Write an untrained checkpoint for a data set's classes and statistics."""
+    import torch
+
+    from s2i_fast.checkpoint import make_payload, save_checkpoint
+    from s2i_fast.data.sketchy import scan_sketchy
+    from s2i_fast.data.stats import dataset_stats
+    from s2i_fast.model import Discriminator, Generator
+
+    index = scan_sketchy(data_root, classes=parse_classes(classes))
+    res = int(resolution)
+    stats = dataset_stats(index, resolution=res)
+    cfg = ModelConfig.from_preset(preset, resolution=res, num_classes=len(index.classes),
+                                  stem=stem)
+    torch.manual_seed(seed)
+    gen, disc = Generator(cfg).eval(), Discriminator(cfg).eval()
+    payload = make_payload(cfg, index.classes, stats, gen.state_dict(), disc.state_dict())
+    save_checkpoint(out, payload)
+    click.echo(f"wrote {out} ({preset}, {res}x{res}, {len(index.classes)} classes, untrained)")
+
+
+def parse_classes(spec: str | None) -> list[str] | int | None:
+    """'5' -> 5 (first five); 'a,b' -> ['a', 'b']; None -> all."""
+    if spec is None or not spec.strip():
+        return None
+    spec = spec.strip()
+    if spec.isdigit():
+        return int(spec)
+    return [c.strip() for c in spec.split(",") if c.strip()]
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--sketch", "sketches", type=click.Path(path_type=Path), multiple=True,
+              required=True, help="Sketch image (black lines on white; any size, PNG/JPEG).")
+@click.option("--class", "class_name", required=True,
+              help="Class name (or numeric id) for every sketch.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--device", default="cpu", show_default=True)
+def generate(checkpoint: Path, sketches: tuple[Path, ...], class_name: str, seed: int, out: Path,
+             device: str) -> None:
+    """Turn sketch images into photos with a checkpoint's generator (eval mode)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from s2i_fast.checkpoint import load_generator
+    from s2i_fast.data.preprocess import load_image, normalize_sketch_uint8, sketch_to_uint8
+    from s2i_fast.data.preprocess import to_uint8_hwc
+
+    gen, class_names, stats = load_generator(checkpoint, device=device)
+    label = resolve_class(class_name, class_names)
+    res = gen.cfg.resolution
+    arrays = [sketch_to_uint8(load_image(p, "L"), res) for p in sketches]
+    batch = torch.from_numpy(np.stack(arrays)).to(device)  # uint8 [B, R, R]
+    noise = torch.randn(len(arrays), gen.cfg.noise_dim,
+                        generator=torch.Generator().manual_seed(seed)).to(device)
+    labels = torch.full((len(arrays),), label, dtype=torch.long, device=device)
+    with torch.no_grad():
+        images = to_uint8_hwc(gen(normalize_sketch_uint8(batch, stats), labels, noise), stats)
+    out.mkdir(parents=True, exist_ok=True)
+    for path, img in zip(sketches, images.cpu().numpy()):
+        target = out / f"{path.stem}-{class_names[label]}-seed{seed}.png"
+        Image.fromarray(img).save(target)
+        click.echo(str(target))
+
+
+def resolve_class(name: str, class_names: list[str]) -> int:
+    if name in class_names:
+        return class_names.index(name)
+    if name.isdigit() and int(name) < len(class_names):
+        return int(name)
+    shown = ", ".join(class_names[:12]) + (" ..." if len(class_names) > 12 else "")
+    raise click.BadParameter(f"unknown class {name!r}; this model knows: {shown}",
+                             param_hint="--class")
