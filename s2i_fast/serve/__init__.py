@@ -1,1 +1,0 @@
-"""s2i_fast.serve."""
