@@ -6,12 +6,26 @@ n_logits (Co):
     m*x       = sigmoid(m_logits) * x                       gate_mask
     z         = act(z_pre * scale + shift)                  norm_act (the norm's apply step)
     y         = (1 - n) * s + n * z,  n = sigmoid(n_logits)  gated_combine
+    y         = gated_combine(n_logits, s, norm_act(...))   norm_act_combine (one fused kernel)
+    mean, var = biased batch statistics per channel         batch_stats
+
+Every public function takes impl="ref" | "triton". "ref" runs the `_name_ref` torch code below
+(the specification; what ONNX export traces). "triton" runs the fused kernels (gate.py,
+norm_act.py) when their preconditions hold: triton installed and the tensors on CUDA, or on
+the CPU with TRITON_INTERPRET=1; dtypes fp16/bf16/fp32 (fp32 math) or fp64. Otherwise it falls
+back to the reference with one warning (S2I_TRITON_STRICT=1 makes that an error instead);
+`s2i_fast.kernels._triton_utils.LAUNCHES` counts the kernels that ran.
+
+Double backward (the DRAGAN penalty): when a backward runs with create_graph=True, each fused
+Function computes its gradients by re-running the torch reference on its saved inputs
+(`_triton_utils.ref_vjp`), so the gradients are differentiable; plain backward uses the kernels.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from s2i_fast.kernels import _triton_utils as tu
 
 
 def _gate_mask_ref(m_logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -37,13 +51,47 @@ def _gated_combine_ref(
     return (1.0 - n) * shortcut + n * z
 
 
+def _norm_act_combine_ref(
+    z_pre: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    slope: float,
+    n_logits: torch.Tensor,
+    shortcut: torch.Tensor,
+) -> torch.Tensor:
+    """gated_combine(n_logits, shortcut, norm_act(z_pre, scale, shift, slope))."""
+    return _gated_combine_ref(n_logits, shortcut, _norm_act_ref(z_pre, scale, shift, slope))
+
+
+def _batch_stats_ref(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean [C], biased var [C]) over (B, H, W) in fp32 (fp64 for fp64 x)."""
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))
+    var, mean = torch.var_mean(xf, dim=(0, 2, 3), unbiased=False)
+    return mean, var
+
+
 def _check_impl(impl: str) -> None:
     if impl not in ("ref", "triton"):
         raise ValueError(f"impl must be 'ref' or 'triton', got {impl!r}")
 
 
-def gate_mask(m_logits: torch.Tensor, x: torch.Tensor, impl: str = "ref") -> torch.Tensor:
+def _use_triton(op: str, impl: str, *tensors: torch.Tensor) -> bool:
     _check_impl(impl)
+    if impl == "ref":
+        return False
+    reason = tu.unusable_reason(*tensors)
+    if reason is None:
+        return True
+    tu.fallback(op, reason)
+    return False
+
+
+def gate_mask(m_logits: torch.Tensor, x: torch.Tensor, impl: str = "ref") -> torch.Tensor:
+    """sigmoid(m_logits) * x, both [B, Cx, H, W] (m_logits may be a channel-slice view)."""
+    if _use_triton("gate_mask", impl, m_logits, x):
+        from s2i_fast.kernels.gate import GateMaskFunction
+
+        return GateMaskFunction.apply(m_logits, x)
     return _gate_mask_ref(m_logits, x)
 
 
@@ -54,12 +102,46 @@ def norm_act(
     slope: float,
     impl: str = "ref",
 ) -> torch.Tensor:
-    _check_impl(impl)
+    """LeakyReLU(z_pre * scale + shift); z_pre [B, C, H, W], scale/shift [B, C] or [C]."""
+    if _use_triton("norm_act", impl, z_pre, scale, shift):
+        from s2i_fast.kernels.norm_act import NormActFunction
+
+        return NormActFunction.apply(z_pre, scale, shift, float(slope))
     return _norm_act_ref(z_pre, scale, shift, slope)
 
 
 def gated_combine(
     n_logits: torch.Tensor, shortcut: torch.Tensor, z: torch.Tensor, impl: str = "ref"
 ) -> torch.Tensor:
-    _check_impl(impl)
+    """(1 - n) * s + n * z, n = sigmoid(n_logits); all [B, Co, H, W]."""
+    if _use_triton("gated_combine", impl, n_logits, shortcut, z):
+        from s2i_fast.kernels.gate import GatedCombineFunction
+
+        return GatedCombineFunction.apply(n_logits, shortcut, z)
     return _gated_combine_ref(n_logits, shortcut, z)
+
+
+def norm_act_combine(
+    z_pre: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    slope: float,
+    n_logits: torch.Tensor,
+    shortcut: torch.Tensor,
+    impl: str = "ref",
+) -> torch.Tensor:
+    """(1 - n) * s + n * LeakyReLU(z_pre * scale + shift) in one kernel (the MRU's tail)."""
+    if _use_triton("norm_act_combine", impl, z_pre, scale, shift, n_logits, shortcut):
+        from s2i_fast.kernels.norm_act import NormActCombineFunction
+
+        return NormActCombineFunction.apply(z_pre, scale, shift, float(slope), n_logits, shortcut)
+    return _norm_act_combine_ref(z_pre, scale, shift, slope, n_logits, shortcut)
+
+
+def batch_stats(x: torch.Tensor, impl: str = "ref") -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean [C], biased var [C]) of x [B, C, H, W], fp32; one read of x on the fused path."""
+    if _use_triton("batch_stats", impl, x):
+        from s2i_fast.kernels.norm_act import BatchStatsFunction
+
+        return BatchStatsFunction.apply(x)
+    return _batch_stats_ref(x)
