@@ -1,0 +1,105 @@
+"""Training configuration: loss presets `seed` and `sketchygan`, and the resolved run config.
+
+    seed        all weights 1, DRAGAN lambda 10, lr D 2e-4, lr G 1e-4, Adam betas (0.5, 0.999)
+    sketchygan  G: 10 * (L1 + 0.3 * L_perc) + 10 * L_div + 0.5 * L_ac, Adam betas (0, 0.9),
+                lr G 2e-4, lr D 4e-4 (SketchyGAN's published settings)
+
+Every field can be overridden (the CLI exposes each one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+LOSS_PRESETS = ("seed", "sketchygan")
+
+
+@dataclass
+class LossWeights:
+    gan_g: float = 1.0  # BCE(D(G(x)), 1) in L_G
+    ac_d: float = 1.0  # L_ac(D, y) in L_D
+    ac_g: float = 1.0  # L_ac(D, G(x)) in L_G
+    l1: float = 1.0
+    perc: float = 1.0
+    div: float = 1.0
+    gp: float = 10.0  # DRAGAN lambda in L_D
+
+
+@dataclass
+class LabelTricks:
+    soft: float = 0.0  # real targets ~ U[1-soft, 1], fake ~ U[0, soft] (D only)
+    noisy: float = 0.0  # std of Gaussian noise on D's targets
+    flip: float = 0.0  # probability of swapping a D target
+
+
+@dataclass
+class TrainConfig:
+    losses: str = "seed"
+    weights: LossWeights = field(default_factory=LossWeights)
+    labels: LabelTricks = field(default_factory=LabelTricks)
+    lr_g: float = 1e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    batch_size: int = 16  # per process
+    steps: int = 600
+    seed: int = 0
+    sample_every: int = 100
+    ckpt_every: int = 200
+    keep_checkpoints: int = 3
+    log_every: int = 1
+    num_samples: int = 8  # test sketches in the sample grid
+    amp: str = "none"  # none | bf16 | fp16 (CUDA only)
+    impl: str = "ref"
+    sync_bn: bool = False
+    num_workers: int = 0
+    device: str = "auto"
+    perceptual_weights: str | None = None
+
+    @classmethod
+    def from_preset(cls, losses: str, **overrides: Any) -> TrainConfig:
+        if losses not in LOSS_PRESETS:
+            raise ValueError(f"unknown loss preset {losses!r}; choose one of {LOSS_PRESETS}")
+        if losses == "seed":
+            cfg = cls(losses="seed")
+        else:
+            cfg = cls(
+                losses="sketchygan",
+                weights=LossWeights(gan_g=1.0, ac_d=1.0, ac_g=0.5, l1=10.0, perc=3.0, div=10.0),
+                lr_g=2e-4,
+                lr_d=4e-4,
+                beta1=0.0,
+                beta2=0.9,
+            )
+        cfg.apply(overrides)
+        return cfg
+
+    def apply(self, overrides: dict[str, Any]) -> None:
+        """Set fields; nested weights/label tricks are addressed by their own field names."""
+        wnames = {f.name for f in dataclasses.fields(LossWeights)}
+        lnames = {f.name for f in dataclasses.fields(LabelTricks)}
+        top = {f.name for f in dataclasses.fields(self)}
+        for k, v in overrides.items():
+            if v is None:
+                continue
+            if k in wnames:
+                setattr(self.weights, k, float(v))
+            elif k in lnames:
+                setattr(self.labels, k, float(v))
+            elif k in top:
+                setattr(self, k, v)
+            else:
+                raise ValueError(f"unknown training option {k!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        weights = LossWeights(**d.pop("weights", {}))
+        labels = LabelTricks(**d.pop("labels", {}))
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(weights=weights, labels=labels, **{k: v for k, v in d.items() if k in names})
