@@ -22,12 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
-
-from s2i_fast.checkpoint import load_checkpoint, make_payload, save_checkpoint
-from s2i_fast.config import ModelConfig, PreprocessStats
-from s2i_fast.errors import S2IError
-from s2i_fast.model import Discriminator, Generator
 from s2i_fast.train import distributed as ddp
 from s2i_fast.train.config import TrainConfig
 from s2i_fast.train.inception import build_perceptual
@@ -41,6 +35,12 @@ from s2i_fast.train.losses import (
 )
 from s2i_fast.train.report import MetricsLog, save_grid, write_plots
 from s2i_fast.train.state import ResumableBatchSampler, rng_state, seed_everything, set_rng_state
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from s2i_fast.checkpoint import load_checkpoint, make_payload, save_checkpoint
+from s2i_fast.config import ModelConfig, PreprocessStats
+from s2i_fast.errors import S2IError
+from s2i_fast.model import Discriminator, Generator
 
 INJECT_NAN_ENV = "S2I_FAST_INJECT_NAN"  # test hook: comma-separated steps whose L_D becomes NaN
 MAX_CONSECUTIVE_RECOVERIES = 5
@@ -300,7 +300,7 @@ class Trainer:
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float] | None:
         """One D step and one G step; None when the step was skipped (non-finite loss)."""
-        tc, w, tricks = self.tcfg, self.tcfg.weights, self.tcfg.labels
+        w, tricks = self.tcfg.weights, self.tcfg.labels
         dev = self.device
         sketch = batch["sketch"].to(dev, non_blocking=True)  # [B, 1, R, R]
         photo = batch["photo"].to(dev, non_blocking=True)  # [B, 3, R, R]
@@ -384,7 +384,7 @@ class Trainer:
                 "d_cls_acc_fake": (g_cls.argmax(1) == label).float().mean(),
             }
             vals = torch.stack([v.detach().float() for v in out.values()]).tolist()
-        return ddp.mean_over_ranks(dict(zip(out.keys(), vals)), dev)
+        return ddp.mean_over_ranks(dict(zip(out.keys(), vals, strict=True)), dev)
 
     # ------------------------------------------------------------------ samples
     @torch.no_grad()
