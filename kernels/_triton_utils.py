@@ -144,11 +144,16 @@ def ref_vjp(
     """Vector-Jacobian product of the torch reference, differentiable (create_graph=True).
 
     The Functions' backward comes here when grad mode is on during backward, i.e. when the
-    caller asked for create_graph=True (the DRAGAN penalty): the reference is re-run on the
-    saved inputs, which keep their place in the outer graph, so the returned gradients can be
-    differentiated again. Every other backward runs the fused kernels.
+    caller asked for create_graph=True (the DRAGAN penalty): the reference is re-run on
+    aliases of the saved inputs, which keep their place in the outer graph, so the returned
+    gradients can be differentiated again. Every other backward runs the fused kernels.
     """
     with torch.enable_grad():
+        # Fresh aliases: the saved inputs may depend on one another in the outer graph
+        # (m_logits is a conv of [x, I]); differentiating w.r.t. the saved tensors themselves
+        # would add those outer paths. The aliases keep only the op's own Jacobian while the
+        # result stays connected to the outer graph through them.
+        inputs = tuple(t.view_as(t) if n else t for t, n in zip(inputs, needs, strict=True))
         outs = ref_fn(*inputs)
         outs = outs if isinstance(outs, tuple) else (outs,)
         wrt = [t for t, n in zip(inputs, needs, strict=True) if n]

@@ -53,6 +53,8 @@ class MRU(nn.Module):
         self, x: torch.Tensor, image: torch.Tensor, label: torch.Tensor | None = None
     ) -> torch.Tensor:
         # x [B, Cx, H, W], image [B, Ci, H, W] -> y [B, Co, H, W]
+        if self.impl == "triton":
+            return self._forward_fused(x, image, label)
         cx = self.in_channels
         gate_logits = self.conv_gate(torch.cat([x, image], 1))  # [B, Cx + Co, H, W]
         m_logits, n_logits = gate_logits[:, :cx], gate_logits[:, cx:]
@@ -65,3 +67,28 @@ class MRU(nn.Module):
         else:
             shortcut = self.norm_short(self.conv_short(x), label)  # [B, Co, H, W]
         return mru_ops.gated_combine(n_logits, shortcut, z, impl=self.impl)
+
+    def _forward_fused(
+        self, x: torch.Tensor, image: torch.Tensor, label: torch.Tensor | None
+    ) -> torch.Tensor:
+        """impl="triton": the same function; convs stay on cuDNN, the elementwise chain runs in
+        fused kernels: gate_mask, batch_stats (one read of z_pre), and norm_act_combine (norm
+        apply + LeakyReLU + gated combine in one pass; z is never written). Where a kernel
+        cannot run, mru_ops falls back to the reference with one warning."""
+        impl = "triton"
+        cx = self.in_channels
+        gate_logits = self.conv_gate(torch.cat([x, image], 1))  # [B, Cx + Co, H, W]
+        m_logits, n_logits = gate_logits[:, :cx], gate_logits[:, cx:]  # views, read in place
+        masked_x = mru_ops.gate_mask(m_logits, x, impl=impl)  # [B, Cx, H, W]
+        z_pre = self.conv_z(torch.cat([masked_x, image], 1))  # [B, Co, H, W]
+        scale, shift = self.norm_z.scale_shift(z_pre, label, impl=impl)
+        if self.conv_short is None:
+            shortcut = x
+        else:
+            short_pre = self.conv_short(x)  # [B, Co, H, W]
+            s_scale, s_shift = self.norm_short.scale_shift(short_pre, label, impl=impl)
+            # the shortcut norm has no activation: LeakyReLU with slope 1 is the identity
+            shortcut = mru_ops.norm_act(short_pre, s_scale, s_shift, 1.0, impl=impl)
+        return mru_ops.norm_act_combine(
+            z_pre, scale, shift, self.act_slope, n_logits, shortcut, impl=impl
+        )

@@ -11,6 +11,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from s2i_fast.kernels import mru_ops
+
 
 class _StatNorm(nn.Module):
     """Shared statistics bookkeeping; subclasses supply gamma/beta."""
@@ -25,13 +27,23 @@ class _StatNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
-    def batch_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, biased var) per channel in >= fp32, updating running stats in training."""
+    def batch_stats(
+        self, x: torch.Tensor, impl: str = "ref"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, biased var) per channel in >= fp32, updating running stats in training.
+
+        impl="triton" computes the (non-synchronised) batch statistics in one fused reduction
+        pass over x (mru_ops.batch_stats) instead of torch.var_mean; the rest is shared."""
         if not self.training:
             return self.running_mean, self.running_var
+        syncing = self.sync and dist.is_available() and dist.is_initialized()
+        if impl == "triton" and not syncing:
+            mean, var = mru_ops.batch_stats(x, impl=impl)
+            self._update_running(mean, var, x.numel() // x.shape[1])
+            return mean, var
         xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # stats in >= fp32
         count = xf.numel() // xf.shape[1]
-        if self.sync and dist.is_available() and dist.is_initialized():
+        if syncing:
             from torch.distributed.nn.functional import all_reduce
 
             s1 = xf.sum(dim=(0, 2, 3))
@@ -45,12 +57,15 @@ class _StatNorm(nn.Module):
             count = int(count_t.item())
         else:
             var, mean = torch.var_mean(xf, dim=(0, 2, 3), unbiased=False)
+        self._update_running(mean, var, count)
+        return mean, var
+
+    def _update_running(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
         with torch.no_grad():
             unbiased = var * (count / max(count - 1, 1))
             self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
             self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), self.momentum)
             self.num_batches_tracked += 1
-        return mean, var
 
 
 class BatchNorm2d(_StatNorm):
@@ -62,9 +77,9 @@ class BatchNorm2d(_StatNorm):
         self.bias = nn.Parameter(torch.zeros(num_features))
 
     def scale_shift(
-        self, x: torch.Tensor, label: torch.Tensor | None = None
+        self, x: torch.Tensor, label: torch.Tensor | None = None, impl: str = "ref"
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, var = self.batch_stats(x)
+        mean, var = self.batch_stats(x, impl)
         scale = self.weight * torch.rsqrt(var + self.eps)  # [C]
         shift = self.bias - mean * scale  # [C]
         return scale, shift
@@ -92,11 +107,11 @@ class ConditionalBatchNorm2d(_StatNorm):
         nn.init.zeros_(self.beta.weight)
 
     def scale_shift(
-        self, x: torch.Tensor, label: torch.Tensor | None = None
+        self, x: torch.Tensor, label: torch.Tensor | None = None, impl: str = "ref"
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if label is None:
             raise ValueError("ConditionalBatchNorm2d needs a class label")
-        mean, var = self.batch_stats(x)
+        mean, var = self.batch_stats(x, impl)
         rstd = torch.rsqrt(var + self.eps)  # [C]
         scale = self.gamma(label) * rstd[None]  # [B, C]
         shift = self.beta(label) - mean[None] * scale  # [B, C]
