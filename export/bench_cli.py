@@ -1,0 +1,137 @@
+"""`s2i-fast bench [ARTEFACT] --backends torch,onnxruntime --batch 1,8 --csv FILE`."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+
+import click
+
+from s2i_fast.errors import EngineError
+
+
+def _int_list(ctx, param, value: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not out or any(v < 1 for v in out):
+        raise click.BadParameter(f"expected positive integers, got {value!r}")
+    return out
+
+
+def _backend_list(ctx, param, value: str) -> list[str]:
+    from s2i_fast.export.runners import BACKENDS
+
+    out = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in out if v not in BACKENDS]
+    if bad or not out:
+        raise click.BadParameter(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")
+    return list(dict.fromkeys(out))
+
+
+@click.command("bench")
+@click.argument("artefact", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--preset", type=click.Choice(["tiny", "paper"]), default="tiny", show_default=True,
+              help="Random-weight generator to time when no ARTEFACT is given.")
+@click.option("--num-classes", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--backends", default="torch,onnxruntime", show_default=True,
+              callback=_backend_list, help="Comma-separated: torch, torch-compile, triton, "
+              "onnxruntime, tensorrt. Each one must run, or the command fails.")
+@click.option("--batch", "batches", default="1,8", show_default=True, callback=_int_list,
+              help="Comma-separated batch sizes, e.g. 1,8,64,256.")
+@click.option("--resolution", type=click.Choice(["64", "128", "256"]), default="64",
+              show_default=True, help="Model resolution (presets only).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
+              show_default=True)
+@click.option("--device", default=None, help="cpu or cuda[:N] [default: cuda if available]")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Intra-op threads for torch and onnxruntime [default: library default].")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--iters", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Append one row per (backend, batch) to this CSV.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def bench(
+    artefact: Path | None,
+    preset: str,
+    num_classes: int,
+    backends: list[str],
+    batches: list[int],
+    resolution: str,
+    precision: str,
+    device: str | None,
+    threads: int | None,
+    warmup: int,
+    iters: int,
+    csv_path: Path | None,
+    progress: bool,
+) -> None:
+    """Time every requested backend side by side on ARTEFACT (checkpoint, .onnx, .plan) or on a
+    preset with random weights: p50/p99 latency, images/s, peak memory, speed-up over eager."""
+    import torch
+    from s2i_fast.export import bench as B
+    from tqdm import tqdm
+
+    from s2i_fast.engine import Engine
+
+    if threads:
+        torch.set_num_threads(threads)
+    engines = {}
+    if artefact is None:
+        gen, names, stats = _preset_generator(preset, int(resolution), num_classes)
+    for name in backends:  # load everything first: a backend that cannot run fails up front
+        kw = dict(precision=precision, threads=threads)
+        if artefact is not None:
+            engines[name] = Engine.load(artefact, backend=name, device=device, **kw)
+        else:
+            engines[name] = Engine.from_generator(gen, names, stats, name, device, **kw)
+    for name, eng in engines.items():
+        if eng.max_batch is not None and max(batches) > eng.max_batch:
+            raise EngineError(f"backend {name}: batch {max(batches)} exceeds the artefact's "
+                              f"limit {eng.max_batch}")
+    model = str(artefact) if artefact is not None else f"{preset}@{resolution} (random)"
+    total = len(engines) * len(batches) * (warmup + iters)
+    bar = tqdm(total=total, desc="bench", unit="call", disable=not progress, leave=False)
+    results = []
+    with bar:
+        for batch in batches:
+            for name, eng in engines.items():
+                bar.set_postfix_str(f"{name} batch {batch}")
+                results.append(B.time_engine(eng, batch, warmup, iters, progress=bar))
+    B.add_speedups(results)
+    first = next(iter(engines.values()))
+    dev_name = B.device_name(first.device)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    click.echo(f"{model} | {dev_name} | res {first.resolution} | warm-up {warmup}, iters {iters} "
+               f"| load avg {load:.2f}")
+    click.echo(B.format_table(results))
+    if csv_path is not None:
+        context = {
+            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": B.git_commit(),
+            "device": dev_name,
+            "model": model,
+            "resolution": first.resolution,
+            "warmup": warmup,
+            "iters": iters,
+            "threads": threads or torch.get_num_threads(),
+            "load_avg_1m": f"{load:.2f}",
+            **B.versions(),
+        }
+        B.append_csv(csv_path, B.csv_rows(results, context))
+        click.echo(f"appended {len(results)} rows to {csv_path}")
+
+
+def _preset_generator(preset: str, resolution: int, num_classes: int):
+    """A random-weight generator in eval mode, with default stats and generic class names."""
+    import torch
+
+    from s2i_fast.config import ModelConfig, PreprocessStats
+    from s2i_fast.model import Generator
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_preset(preset, resolution=resolution, num_classes=num_classes)
+    gen = Generator(cfg).eval()
+    return gen, [f"class{i}" for i in range(num_classes)], PreprocessStats()

@@ -1,0 +1,246 @@
+"""ONNX export of the generator with the preprocessing folded in, and its metadata.
+
+Exporter choice (torch 2.13, measured here): both `torch.onnx.export(dynamo=False)` (the
+TorchScript tracer) and `dynamo=True` (torch.export + onnxscript) give graphs that match eager
+bit for bit in uint8 and run equally fast in ONNX Runtime. The tracer is the default: it exports
+in ~0.6 s instead of ~11 s and names nodes by module scope (`/g/enc_mru.0/conv_gate/Conv`),
+which the TensorRT precision policy (export/trt_policy.py) matches on. `exporter="auto"` falls
+back to dynamo if the tracer fails; `exporter="dynamo"` forces it.
+
+Metadata (graph metadata_props, each value JSON): `s2i_fast` (format, version, raw, precision,
+static batch or null, resolution, noise_dim, input/output names), `class_names`, `preprocess`
+(PreprocessStats.to_dict) and `model_config` (ModelConfig.to_dict).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from s2i_fast.config import ModelConfig, PreprocessStats
+from s2i_fast.errors import BackendUnavailable, EngineError
+
+FORMAT = "s2i-fast-onnx"
+VERSION = 1
+INPUTS = ("sketch", "label", "noise")
+OUTPUT = "image"
+DEFAULT_OPSET = 17
+EXPORTERS = ("auto", "torchscript", "dynamo")
+
+
+@dataclass
+class OnnxMeta:
+    """What an exported graph says about itself."""
+
+    class_names: list[str]
+    stats: PreprocessStats
+    model_config: ModelConfig
+    raw: bool
+    precision: str
+    batch: int | None  # static batch, or None for a dynamic batch axis
+
+    @property
+    def resolution(self) -> int:
+        return self.model_config.resolution
+
+    def to_props(self) -> dict[str, str]:
+        info = {
+            "format": FORMAT,
+            "version": VERSION,
+            "raw": self.raw,
+            "precision": self.precision,
+            "batch": self.batch,
+            "resolution": self.resolution,
+            "noise_dim": self.model_config.noise_dim,
+            "inputs": list(INPUTS),
+            "output": OUTPUT,
+            "torch": torch.__version__,
+        }
+        return {
+            "s2i_fast": json.dumps(info),
+            "class_names": json.dumps(self.class_names),
+            "preprocess": json.dumps(self.stats.to_dict()),
+            "model_config": json.dumps(self.model_config.to_dict()),
+        }
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], where: str = "graph") -> OnnxMeta:
+        try:
+            info = json.loads(props["s2i_fast"])
+            if info.get("format") != FORMAT:
+                raise KeyError("format")
+            return cls(
+                class_names=list(json.loads(props["class_names"])),
+                stats=PreprocessStats.from_dict(json.loads(props["preprocess"])),
+                model_config=ModelConfig.from_dict(json.loads(props["model_config"])),
+                raw=bool(info["raw"]),
+                precision=str(info["precision"]),
+                batch=None if info["batch"] is None else int(info["batch"]),
+            )
+        except (KeyError, ValueError, TypeError) as e:
+            raise EngineError(
+                f"{where}: not an s2i-fast ONNX export (metadata missing or malformed: {e})"
+            ) from e
+
+
+def require_onnx():
+    try:
+        import onnx
+    except ImportError as e:
+        raise BackendUnavailable(
+            "ONNX export needs the 'onnx' package: pip install 'onnx>=1.16' onnxscript"
+        ) from e
+    return onnx
+
+
+def example_inputs(meta: OnnxMeta, batch: int) -> tuple[torch.Tensor, ...]:
+    """Inputs of the right dtype/shape for tracing (sketch, label, noise)."""
+    res, z = meta.resolution, meta.model_config.noise_dim
+    g = torch.Generator().manual_seed(0)
+    if meta.raw:
+        sketch = torch.rand(batch, 1, res, res, generator=g) * 2 - 1  # [B, 1, H, W]
+    else:
+        sketch = torch.randint(0, 256, (batch, res, res), generator=g, dtype=torch.uint8)
+    label = torch.arange(batch, dtype=torch.int64) % meta.model_config.num_classes
+    return sketch, label, torch.randn(batch, z, generator=g)
+
+
+def _trace_export(module, args, opset, dynamic_axes, dynamo: bool) -> bytes:
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        kwargs: dict[str, Any] = {
+            "input_names": list(INPUTS),
+            "output_names": [OUTPUT],
+            "opset_version": opset,
+            "dynamo": dynamo,
+        }
+        if dynamic_axes:
+            kwargs["dynamic_axes"] = dynamic_axes
+        if dynamo:
+            kwargs["verbose"] = False
+            kwargs["optimize"] = True
+            onnx_program = torch.onnx.export(module, args, **kwargs)
+            return onnx_program.model_proto.SerializeToString()
+        else:
+            kwargs["do_constant_folding"] = True
+            torch.onnx.export(module, args, buf, **kwargs)
+    return buf.getvalue()
+
+
+def export_module(
+    module: nn.Module,
+    meta: OnnxMeta,
+    *,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "auto",
+):
+    """Export a wrapper (export.wrappers) to an onnx.ModelProto, checked and with metadata."""
+    onnx = require_onnx()
+    if exporter not in EXPORTERS:
+        raise EngineError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    batch = meta.batch if meta.batch is not None else 2
+    args = example_inputs(meta, batch)
+    dynamic_axes = None
+    if meta.batch is None:
+        dynamic_axes = {name: {0: "batch"} for name in (*INPUTS, OUTPUT)}
+    order = {"auto": [False, True], "torchscript": [False], "dynamo": [True]}[exporter]
+    errors = []
+    data = b""
+    for dynamo in order:
+        try:
+            data = _trace_export(module, args, opset, dynamic_axes, dynamo)
+            break
+        except Exception as e:  # exporter internals: report both attempts in one line
+            errors.append(f"{'dynamo' if dynamo else 'torchscript'}: {type(e).__name__}: {e}")
+    if not data:
+        firsts = "; ".join(x.splitlines()[0] for x in errors)
+        raise EngineError(f"ONNX export failed ({firsts})")
+    model = onnx.load_from_string(data)
+    assert_no_conv_transpose(model)
+    del model.metadata_props[:]
+    for key, value in meta.to_props().items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    model.producer_name = "s2i-fast"
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def assert_no_conv_transpose(model) -> None:
+    bad = [n.name or n.op_type for n in model.graph.node if n.op_type == "ConvTranspose"]
+    if bad:
+        raise EngineError(f"exported graph contains ConvTranspose nodes: {bad[:3]}")
+
+
+def export_generator(
+    gen: nn.Module,
+    class_names: list[str],
+    stats: PreprocessStats,
+    out: str | os.PathLike | None = None,
+    *,
+    raw: bool = False,
+    batch: int | None = 1,
+    precision: str = "fp32",
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "auto",
+):
+    """Export a Generator (any mode; a prepared eval copy is traced). Returns the ModelProto.
+
+    batch=None gives a dynamic batch axis; precision "fp16" gives the fp16 graph variant
+    (weights and convs in fp16, inputs/outputs keep their types). Written atomically to out.
+    """
+    from s2i_fast.export.wrappers import prepare_generator, wrap
+
+    if precision not in ("fp32", "fp16"):
+        raise EngineError(f"ONNX graphs are fp32 or fp16, got {precision!r} (bf16: use --trt)")
+    if batch is not None and batch < 1:
+        raise EngineError(f"batch must be >= 1, got {batch}")
+    cfg = ModelConfig.from_dict(gen.cfg.to_dict())
+    cfg.impl = "ref"
+    meta = OnnxMeta(list(class_names), stats, cfg, raw, precision, batch)
+    prepared = prepare_generator(gen.cpu(), precision)
+    prepared.set_impl("ref")  # the torch reference ops are what ONNX traces
+    model = export_module(wrap(prepared, stats, raw), meta, opset=opset, exporter=exporter)
+    if out is not None:
+        from s2i_fast.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(out, model.SerializeToString())
+    return model
+
+
+def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike | None = None, **kwargs):
+    """Load a checkpoint and export its generator; kwargs as export_generator."""
+    from s2i_fast.checkpoint import load_generator
+
+    gen, class_names, stats = load_generator(ckpt, device="cpu")
+    return export_generator(gen, class_names, stats, out, **kwargs)
+
+
+def load_onnx(path_or_bytes: str | os.PathLike | bytes):
+    """(ModelProto, OnnxMeta) of an exported graph; EngineError on a corrupt or foreign file."""
+    onnx = require_onnx()
+    where = "graph" if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
+    try:
+        if isinstance(path_or_bytes, bytes):
+            model = onnx.load_from_string(path_or_bytes)
+        else:
+            if not Path(path_or_bytes).is_file():
+                raise EngineError(f"{where}: no such ONNX file")
+            model = onnx.load(str(path_or_bytes))
+    except EngineError:
+        raise
+    except Exception as e:  # protobuf DecodeError, truncated file
+        raise EngineError(f"{where}: not a readable ONNX file ({type(e).__name__})") from e
+    if len(model.graph.node) == 0:
+        raise EngineError(f"{where}: not a readable ONNX file (empty graph)")
+    props = {p.key: p.value for p in model.metadata_props}
+    return model, OnnxMeta.from_props(props, where)

@@ -1,0 +1,267 @@
+"""One inference API over every artefact and backend.
+
+    eng = Engine.load("model.pt")                      # checkpoint, eager torch
+    eng = Engine.load("model.onnx")                    # onnxruntime
+    eng = Engine.load("model.pt", backend="onnxruntime")   # exported in memory
+    images = eng.generate(sketches, "cat", seed=0)     # uint8 [B, H, W, 3]
+
+Sketches: numpy/torch uint8 [B,H,W] or [H,W] at the model resolution (black lines on white),
+or PIL images of any size and mode (resized with the training preprocessing), or a list of
+either. Labels: class ids or class names, one per sketch or a single one for all. Noise is
+drawn on the CPU from a torch.Generator seeded with `seed`, so every backend gets the same
+noise and gives the same image (within each backend's tolerance). Calls are serialised by a
+lock, so one Engine may be shared between threads. Bad input raises EngineError.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from s2i_fast.config import ModelConfig, PreprocessStats
+from s2i_fast.errors import CheckpointError, EngineError
+
+ONNX_SUFFIXES = (".onnx",)
+PLAN_SUFFIXES = (".plan", ".engine", ".trt")
+
+
+def _artefact_kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in ONNX_SUFFIXES:
+        return "onnx"
+    if suffix in PLAN_SUFFIXES:
+        return "plan"
+    return "checkpoint"
+
+
+class Engine:
+    """Sketch -> image inference on one backend. Build with Engine.load or from_generator."""
+
+    def __init__(
+        self,
+        runner: Any,
+        class_names: list[str],
+        stats: PreprocessStats,
+        model_config: ModelConfig,
+        backend: str,
+        device: str,
+        precision: str,
+        static_batch: int | None = None,
+        max_batch: int | None = None,
+    ) -> None:
+        self._runner = runner
+        self._lock = threading.Lock()
+        self.class_names = list(class_names)
+        self.stats = stats
+        self.model_config = model_config
+        self.backend = backend
+        self.device = device
+        self.precision = precision
+        self.static_batch = static_batch  # graphs exported with a fixed batch (padded up to it)
+        self.max_batch = max_batch if max_batch is not None else static_batch
+
+    # ------------------------------------------------------------------ construction
+    @property
+    def resolution(self) -> int:
+        return self.model_config.resolution
+
+    @property
+    def noise_dim(self) -> int:
+        return self.model_config.noise_dim
+
+    def __repr__(self) -> str:
+        return (
+            f"Engine(backend={self.backend!r}, device={self.device!r}, precision="
+            f"{self.precision!r}, resolution={self.resolution}, classes={len(self.class_names)})"
+        )
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        backend: str = "auto",
+        device: str | None = None,
+        *,
+        precision: str | None = None,
+        threads: int | None = None,
+        batch_buckets: Sequence[int] = (1, 8, 64),
+    ) -> Engine:
+        """Open a checkpoint (.pt), an ONNX graph (.onnx) or a TensorRT plan (.plan)."""
+        from s2i_fast.export.runners import BACKENDS
+
+        path = Path(path)
+        kind = _artefact_kind(path)
+        if backend == "auto":
+            backend = {"checkpoint": "torch", "onnx": "onnxruntime", "plan": "tensorrt"}[kind]
+        if backend not in BACKENDS:
+            raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if not path.is_file():
+            raise EngineError(f"{path}: no such file")
+        if kind == "checkpoint":
+            from s2i_fast.checkpoint import load_checkpoint, load_generator
+
+            try:
+                gen, names, stats = load_generator(load_checkpoint(path), device="cpu")
+            except CheckpointError as e:
+                raise EngineError(str(e)) from e
+            return cls.from_generator(
+                gen, names, stats, backend, device, precision=precision, threads=threads,
+                batch_buckets=batch_buckets,
+            )
+        if kind == "onnx":
+            if backend == "onnxruntime":
+                from s2i_fast.export.ort import OrtSession
+
+                return cls._from_session(OrtSession(path, device, threads), device, precision)
+            if backend == "tensorrt":
+                return cls._from_onnx_trt(path, device, precision, batch_buckets)
+            raise EngineError(
+                f"{path}: an ONNX graph runs on onnxruntime or tensorrt, not {backend!r} "
+                "(load the checkpoint for the torch backends)"
+            )
+        if backend != "tensorrt":
+            raise EngineError(f"{path}: a TensorRT plan runs only on the tensorrt backend")
+        return cls._from_plan(path, device)
+
+    @classmethod
+    def from_generator(
+        cls,
+        gen: torch.nn.Module,
+        class_names: list[str],
+        stats: PreprocessStats,
+        backend: str = "torch",
+        device: str | None = None,
+        *,
+        precision: str | None = None,
+        threads: int | None = None,
+        batch_buckets: Sequence[int] = (1, 8, 64),
+    ) -> Engine:
+        """An Engine around an in-memory Generator (weights are copied, gen is untouched)."""
+        from s2i_fast.export.runners import TorchRunner, TritonRunner, default_device
+
+        cfg = ModelConfig.from_dict(gen.cfg.to_dict())
+        if len(class_names) != cfg.num_classes:
+            raise EngineError(f"{len(class_names)} class names for {cfg.num_classes} classes")
+        if backend in ("torch", "torch-compile", "triton"):
+            precision = precision or ("fp16" if backend == "triton" else "fp32")
+            _check(precision, ("fp32", "fp16", "bf16"), "precision")
+            dev = default_device(device)
+            if backend == "triton":
+                runner: Any = TritonRunner(gen, stats, dev, precision)
+            else:
+                runner = TorchRunner(gen, stats, dev, precision, compile=backend != "torch")
+            return cls(runner, class_names, stats, cfg, backend, str(dev), precision)
+        if backend == "onnxruntime":
+            from s2i_fast.export.onnx_export import export_generator
+            from s2i_fast.export.ort import OrtSession
+
+            precision = precision or "fp32"
+            _check(precision, ("fp32", "fp16"), "onnxruntime precision")
+            model = export_generator(gen, class_names, stats, batch=None, precision=precision)
+            return cls._from_session(
+                OrtSession(model.SerializeToString(), device, threads), device, precision
+            )
+        if backend == "tensorrt":
+            from s2i_fast.export.onnx_export import export_generator
+            from s2i_fast.export.trt import require_tensorrt
+
+            require_tensorrt()  # fail before exporting
+            with tempfile.TemporaryDirectory(prefix="s2i-trt-") as tmp:
+                onnx_path = Path(tmp) / "g.onnx"
+                export_generator(gen, class_names, stats, onnx_path, batch=None)
+                return cls._from_onnx_trt(onnx_path, device, precision, batch_buckets)
+        raise EngineError(f"unknown backend {backend!r}")
+
+    @classmethod
+    def _from_session(cls, session, device: str | None, precision: str | None) -> Engine:
+        from s2i_fast.export.runners import OrtRunner
+
+        meta = session.meta
+        if precision and precision != meta.precision:
+            raise EngineError(f"this graph is {meta.precision}; re-export for {precision}")
+        dev = "cuda" if session.provider == "CUDAExecutionProvider" else "cpu"
+        return cls(
+            OrtRunner(session, meta.stats), meta.class_names, meta.stats, meta.model_config,
+            "onnxruntime", dev, meta.precision, static_batch=meta.batch,
+        )
+
+    @classmethod
+    def _from_onnx_trt(cls, onnx_path, device, precision, batch_buckets) -> Engine:
+        from s2i_fast.export.onnx_export import load_onnx
+        from s2i_fast.export.trt import build_engine, require_tensorrt
+
+        require_tensorrt()
+        _, meta = load_onnx(onnx_path)
+        with tempfile.TemporaryDirectory(prefix="s2i-trt-") as tmp:
+            plan = Path(tmp) / "g.plan"
+            precision = precision or "fp16"
+            build_engine(onnx_path, plan, meta, precision=precision, buckets=batch_buckets)
+            return cls._from_plan(plan, device)
+
+    @classmethod
+    def _from_plan(cls, path: Path, device: str | None) -> Engine:
+        from s2i_fast.export.runners import RawTrtRunner
+        from s2i_fast.export.trt import TrtRunner, read_sidecar
+
+        meta, buckets, precision = read_sidecar(path)
+        runner: Any = TrtRunner(path, device)
+        if meta.raw:
+            runner = RawTrtRunner(runner, meta.stats)
+        return cls(
+            runner, meta.class_names, meta.stats, meta.model_config, "tensorrt",
+            str(device or "cuda"), precision, max_batch=buckets[-1],
+        )
+
+    # ------------------------------------------------------------------ inference
+    def make_noise(self, batch: int, seed: int | None = None) -> np.ndarray:
+        """float32 [batch, noise_dim] from a CPU torch.Generator: identical on every backend."""
+        if seed is None:
+            seed = secrets.randbits(63)
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise EngineError(f"seed must be an int or None, got {type(seed).__name__}")
+        g = torch.Generator().manual_seed(int(seed))
+        return torch.randn(batch, self.noise_dim, generator=g).numpy()
+
+    def generate(self, sketches: Any, labels: Any, seed: int | None = None) -> np.ndarray:
+        """Sketches + labels (+ seed) -> uint8 RGB images [B, H, W, 3]."""
+        from s2i_fast.export.inputs import label_ids, sketch_batch
+
+        sketch = sketch_batch(sketches, self.resolution)  # [B, R, R] uint8
+        ids = label_ids(labels, sketch.shape[0], self.class_names)  # [B] int64
+        return self.run(sketch, ids, self.make_noise(sketch.shape[0], seed))
+
+    def run(self, sketch: np.ndarray, label: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """Validated arrays in (uint8 [B,R,R], int64 [B], float32 [B,Z]), uint8 [B,R,R,3] out."""
+        b = sketch.shape[0]
+        if self.max_batch is not None and b > self.max_batch:
+            raise EngineError(
+                f"batch {b} is larger than this {self.backend} engine allows ({self.max_batch}); "
+                "split the request or re-export with a larger or dynamic batch"
+            )
+        if noise.shape != (b, self.noise_dim) or label.shape != (b,):
+            raise EngineError(f"noise must be [{b}, {self.noise_dim}] and labels [{b}]")
+        pad = (self.static_batch or b) - b
+        if pad:  # a static graph: fill with copies of the last sample, drop them after
+            sketch = np.concatenate([sketch, np.repeat(sketch[-1:], pad, 0)])
+            label = np.concatenate([label, np.repeat(label[-1:], pad, 0)])
+            noise = np.concatenate([noise, np.repeat(noise[-1:], pad, 0)])
+        with self._lock:
+            out = self._runner.run(
+                np.ascontiguousarray(sketch, dtype=np.uint8),
+                np.ascontiguousarray(label, dtype=np.int64),
+                np.ascontiguousarray(noise, dtype=np.float32),
+            )
+        return out[:b]
+
+
+def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise EngineError(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
