@@ -409,7 +409,7 @@ def flower(rng: np.random.Generator) -> list[Part]:
             Part(
                 ellipse(np.cos(a) * L, cy + np.sin(a) * L, L * 0.85, L * 0.38, 40, rot=-a),
                 _jit(rng, petal_c, 0.04),
-                1,
+                1 + i,  # each petal overlaps the previous one
                 texture=(12, 0.05),
             )
         )
@@ -417,7 +417,7 @@ def flower(rng: np.random.Generator) -> list[Part]:
         Part(
             ellipse(0, cy, 0.17, 0.17, 40),
             _pick(rng, [(0.95, 0.75, 0.1), (0.4, 0.25, 0.1)]),
-            2,
+            2 + k,
             texture=(30, 0.15),
         )
     )

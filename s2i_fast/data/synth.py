@@ -184,8 +184,9 @@ def _visible_runs(pts: np.ndarray, above: np.ndarray | None, scale: float) -> li
 
 
 def _smooth(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
+    """Smooth noise of about unit variance (fixed normalisation: safe for short runs)."""
     v = ndimage.gaussian_filter1d(rng.standard_normal(n), sigma, mode="nearest")
-    return v / (v.std() + 1e-6)
+    return np.clip(v * np.sqrt(2.0 * np.sqrt(np.pi) * sigma), -3.0, 3.0)
 
 
 def _strokes(
@@ -246,7 +247,7 @@ def render_sketch(
     d = ImageDraw.Draw(im)
     step = 3.0 * SS * size / 256
     sloppy = rng.uniform(0.5, 1.3) * SS * size / 256
-    base_w = rng.uniform(1.2, 2.6) * SS * size / 256
+    base_w = max(1.2 * SS, rng.uniform(1.2, 2.6) * SS * size / 256)  # >= 1 px at any size
     warp = _warp(rng, rng.uniform(0.5, 2.5))
     if kind == "scribble":
         pts = np.cumsum(rng.normal(0, 14 * SS * size / 256, (60, 2)), 0) + big / 2
@@ -278,9 +279,21 @@ def render_sketch(
                 for stroke in _strokes(run, rng, sloppy, full):
                     if kind == "partial" and rng.random() < 0.7:
                         continue
-                    w = max(1, int(round(base_w * rng.uniform(0.75, 1.3))))
+                    w = max(SS, int(round(base_w * rng.uniform(0.75, 1.3))))
                     d.line([tuple(p) for p in warp(stroke, big)], fill=0, width=w, joint="curve")
     return np.asarray(im.resize((size, size), Image.Resampling.BOX), dtype=np.uint8)
+
+
+def scene(cls: str, seed: int, photo_index: int) -> tuple[list[Part], dict, np.random.Generator]:
+    """The geometry and pose of one photo, and the generator that goes on to render it."""
+    rng = np.random.default_rng([seed, list(CLASSES).index(cls), photo_index])
+    parts = CLASSES[cls](rng)
+    return parts, _pose(rng, cls), rng
+
+
+def object_mask(parts: list[Part], tf: dict, size: int) -> np.ndarray:
+    """Coverage of the whole object in the frame, [size, size] float32 in [0, 1]."""
+    return np.clip(np.sum([_mask(p, tf, size) for p in parts], 0), 0, 1)
 
 
 def class_names(classes: int) -> list[str]:
@@ -364,9 +377,7 @@ def _write_set(
         n_test = max(1, int(round(0.1 * n_photos))) if n_photos >= 3 else 0
         test_idx = set(split_rng.permutation(n_photos)[:n_test].tolist())
         for pi in range(n_photos):
-            rng = np.random.default_rng([seed, ci, pi])
-            parts = CLASSES[cls](rng)
-            tf = _pose(rng, cls)
+            parts, tf, rng = scene(cls, seed, pi)
             pid = f"{cls}_{pi:04d}"
             photo = render_photo(parts, tf, rng, size)
             Image.fromarray(photo).save(pdir / f"{pid}.jpg", quality=92)
