@@ -101,7 +101,7 @@ def test_sketch_outlines_the_photo_object(small_set: Path) -> None:
     invalid = read_invalid_lists(small_set)
     bad = invalid["error"] | invalid["ambiguous"]
     checked = 0
-    for ci, cls in enumerate(CLASSES):
+    for cls in CLASSES:
         for pi in range(2):
             parts, tf, _ = scene(cls, 5, pi)
             obj = object_mask(parts, tf, 64) > 0.5
