@@ -45,6 +45,18 @@ def interpreting() -> bool:
 
 
 @triton.jit
+def _cast_out(v, ptr, FIX_BF16: tl.constexpr):
+    """v (fp32) in the element type of ptr. FIX_BF16: the interpreter truncates fp32 -> bf16
+    (the GPU rounds to nearest even): round the fp32 bits to nearest even by hand first."""
+    if FIX_BF16:
+        if ptr.dtype.element_ty == tl.bfloat16:
+            bits = v.to(tl.uint32, bitcast=True)
+            bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+            v = bits.to(tl.float32, bitcast=True)
+    return v.to(ptr.dtype.element_ty)
+
+
+@triton.jit
 def _accum(
     acc,  # [BM, BN] fp32 accumulator
     src_ptr,  # NHWC source tensor (first element of its channel slice)
@@ -123,7 +135,8 @@ def _conv_kernel(
     GATHER_SC: tl.constexpr,  # shortcut source batch index is label[b]
     IDENT_SC: tl.constexpr,  # EPI_Z: shortcut is the identity (Cx == Co)
     R1: tl.constexpr, R2: tl.constexpr, R3: tl.constexpr,  # rank-1 path per source
-    UPCAST: tl.constexpr, IEEE: tl.constexpr,
+    UPCAST: tl.constexpr,  # interpreter + bf16: fp32 dots, bf16 stores rounded by hand
+    IEEE: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -190,7 +203,7 @@ def _conv_kernel(
         if ACT == 2:
             acc = 2.0 * tl.sigmoid(2.0 * acc) - 1.0  # tanh
         dst = out_ptr + (b * out_bs + hw * out_ps)[:, None] + offs_n[None, :] * out_cs
-        tl.store(dst, acc.to(out_ptr.dtype.element_ty), mask=mask_2d)
+        tl.store(dst, _cast_out(acc, out_ptr, UPCAST), mask=mask_2d)
     if EPI == 1:
         g = tl.sigmoid(acc)  # m for channels < CX, n for the rest
         is_m = offs_n < CX
@@ -198,10 +211,10 @@ def _conv_kernel(
         xv = tl.load(x_ptr + (bx * x_bs + hw * x_ps)[:, None] + offs_n[None, :], mask=mm,
                      other=0.0)
         dst = out_ptr + (b * out_bs + hw * out_ps)[:, None] + offs_n[None, :]
-        tl.store(dst, (g * xv.to(tl.float32)).to(out_ptr.dtype.element_ty), mask=mm)
+        tl.store(dst, _cast_out(g * xv.to(tl.float32), out_ptr, UPCAST), mask=mm)
         mn = mask_2d & (offs_n >= CX)[None, :]
         dst2 = out2_ptr + (b * out2_bs + hw * out2_ps)[:, None] + (offs_n - CX)[None, :]
-        tl.store(dst2, g.to(out2_ptr.dtype.element_ty), mask=mn)
+        tl.store(dst2, _cast_out(g, out2_ptr, UPCAST), mask=mn)
     if EPI == 2:
         z = tl.where(acc >= 0, acc, acc * slope)  # acc is already normed
         if GATHER_SC:
@@ -223,7 +236,7 @@ def _conv_kernel(
                      mask=mask_2d, other=0.0).to(tl.float32)
         y = s + nv * (z - s)  # (1 - n) * s + n * z
         dst = out_ptr + (b * out_bs + hw * out_ps)[:, None] + offs_n[None, :] * out_cs
-        tl.store(dst, y.to(out_ptr.dtype.element_ty), mask=mask_2d)
+        tl.store(dst, _cast_out(y, out_ptr, UPCAST), mask=mask_2d)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+from s2i_fast.kernels.conv_igemm import _cast_out, interpreting
 
 
 @triton.jit
@@ -24,6 +25,7 @@ def _pyramid_kernel(
     R: tl.constexpr,  # full resolution
     T: tl.constexpr,  # tile side (R // 4): the 4x4 level has one pixel per tile
     LEVELS: tl.constexpr,  # number of levels, R down to 4
+    FIX_BF16: tl.constexpr,  # interpreter: round bf16 stores to nearest even by hand
 ):
     b = tl.program_id(0)
     t = tl.program_id(1)
@@ -42,7 +44,7 @@ def _pyramid_kernel(
         yl = tl.arange(0, s)
         xl = tl.arange(0, s)
         dst = dst_ptr + off + b * r * r + (ty * s + yl)[:, None] * r + (tx * s + xl)[None, :]
-        tl.store(dst, tile.to(dst_ptr.dtype.element_ty))
+        tl.store(dst, _cast_out(tile, dst_ptr, FIX_BF16))
         off += B * r * r
 
 
@@ -58,6 +60,7 @@ def _noise_fc_kernel(
     NC: tl.constexpr,  # noise channels
     BKD: tl.constexpr,  # next power of two >= ND
     BN: tl.constexpr,  # columns per program
+    FIX_BF16: tl.constexpr,  # interpreter: round bf16 stores to nearest even by hand
 ):
     bi = tl.program_id(0)
     j = tl.program_id(1) * BN + tl.arange(0, BN)  # [BN]
@@ -70,7 +73,7 @@ def _noise_fc_kernel(
     v = tl.sum(nz[:, None] * w, 0) + tl.load(b_ptr + j, mask=mask_j, other=0.0)  # [BN]
     p = j // NC
     c = j % NC
-    tl.store(out_ptr + bi * out_bs + p * out_ps + c, v.to(out_ptr.dtype.element_ty), mask=mask_j)
+    tl.store(out_ptr + bi * out_bs + p * out_ps + c, _cast_out(v, out_ptr, FIX_BF16), mask=mask_j)
 
 
 def pyramid_levels(resolution: int) -> list[int]:
@@ -88,7 +91,8 @@ def sketch_pyramid(sketch: torch.Tensor, flat: torch.Tensor) -> dict[int, torch.
     b, _, res, _ = sketch.shape
     levels = pyramid_levels(res)
     t = res // 4
-    _pyramid_kernel[(b, 16)](sketch, flat, b, R=res, T=t, LEVELS=len(levels))
+    _pyramid_kernel[(b, 16)](sketch, flat, b, R=res, T=t, LEVELS=len(levels),
+                               FIX_BF16=interpreting())
     return pyramid_views(flat, b, res)
 
 
@@ -120,7 +124,7 @@ def noise_fc(noise: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out: torch.T
     bn = 64
     _noise_fc_kernel[(batch, triton.cdiv(16 * nc, bn))](
         noise, w, b, out, out.stride(0), out.stride(2), ND=nd, NC=nc,
-        BKD=max(16, 1 << (nd - 1).bit_length()), BN=bn)
+        BKD=max(16, 1 << (nd - 1).bit_length()), BN=bn, FIX_BF16=interpreting())
 
 
 def noise_fc_ref(noise: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,

@@ -1,0 +1,125 @@
+"""Implicit-GEMM conv kernel (plain epilogue) vs F.conv2d, under TRITON_INTERPRET=1 on the CPU.
+
+Tolerances (documented once, used by every inference-kernel test):
+- fp32: |kernel - torch| <= 1e-4 + 1e-4 * max|ref| (summation order only).
+- fp16 / bf16: inputs are rounded to the dtype once; the reference is torch in fp32 on those
+  rounded inputs. The kernel's max error against it may be at most 2x torch's own max error in
+  that dtype (torch run in fp16/bf16 on the same inputs) + atol, atol = 1e-3 (fp16) or 8e-3
+  (bf16) times max(1, max|ref|). bf16 runs with the UPCAST flag (tiles cast to fp32 before
+  tl.dot: the interpreter's bf16 dot is broken, see KERNEL-NOTES.md).
+Every kernel call stays under ~1e6 multiply-adds (the interpreter runs ~3e6 MAC/s).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+from s2i_fast.kernels import conv_igemm as K  # noqa: E402
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+ATOL = {torch.float16: 1e-3, torch.bfloat16: 8e-3}
+
+
+def nhwc(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(0, 2, 3, 1).contiguous()
+
+
+def nchw(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(0, 3, 1, 2).float()
+
+
+def assert_close(out: torch.Tensor, ref32: torch.Tensor, ref_lp: torch.Tensor | None,
+                 dtype: torch.dtype, what: str) -> None:
+    """Kernel output vs fp32 reference, judged by torch's own error in `dtype` (see module doc)."""
+    out, ref32 = out.float(), ref32.float()
+    err = (out - ref32).abs()
+    scale = max(1.0, ref32.abs().max().item())
+    if dtype == torch.float32:
+        tol = 1e-4 * scale
+    else:
+        torch_err = (ref_lp.float() - ref32).abs().max().item()
+        tol = 2.0 * torch_err + ATOL[dtype] * scale
+    worst = err.max().item()
+    if worst > tol:
+        idx = tuple(int(i) for i in torch.nonzero(err == err.max())[0])
+        raise AssertionError(f"{what} [{dtype}]: {(err > tol).sum().item()} of {err.numel()} "
+                             f"elements off; worst {worst:.3e} at {idx} (tol {tol:.3e})")
+
+
+# (B, Cin, H, W, Cout, stride, upsample, image channels, norm, act)
+CASES = [
+    (1, 3, 7, 5, 5, 1, None, 0, False, "leaky"),  # batch 1, rank-1 path, odd H/W
+    (3, 19, 9, 6, 10, 1, None, 1, True, "leaky"),  # dot path + second pointer + class norm
+    (2, 5, 7, 7, 6, 2, None, 0, True, "leaky"),  # stride 2 on an odd size
+    (2, 20, 5, 3, 7, 1, "nearest", 0, True, "leaky"),  # nearest x2 folded into addressing
+    (1, 12, 3, 5, 3, 1, "pixelshuffle", 0, True, "none"),  # pixel shuffle x2 (12 -> 3 ch)
+    (3, 17, 5, 7, 3, 1, None, 0, False, "tanh"),  # final conv: tanh
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"B{c[0]}C{c[1]}_{c[2]}x{c[3]}_{c[6]}"
+                         f"_s{c[5]}_img{c[7]}")
+def test_conv_plain_matches_torch(case: tuple, dtype: torch.dtype) -> None:
+    b, cin, h, w, cout, stride, up, cimg, norm, act = case
+    g = torch.Generator().manual_seed(CASES.index(case))
+    x = torch.randn(b, cin, h, w, generator=g).to(dtype)
+    img = torch.randn(b, cimg, h, w, generator=g).to(dtype)
+    conv_in = cin // 4 if up == "pixelshuffle" else cin
+    wt = (torch.randn(cout, conv_in + cimg, 3, 3, generator=g) * 0.3).to(dtype)
+    bias = torch.randn(cout, generator=g) if not norm else None
+    label = torch.randint(0, 3, (b,), generator=g)
+    scale = torch.rand(3, cout, generator=g) + 0.5 if norm else None
+    shift = torch.randn(3, cout, generator=g) * 0.2 if norm else None
+
+    def ref(dt: torch.dtype) -> torch.Tensor:
+        xi = torch.cat([x, img], 1) if cimg else x
+        return K.conv_plain_ref(xi.to(dt), wt.to(dt), None if bias is None else bias.to(dt),
+                                scale, shift, label, stride, up, act)
+
+    ref32 = ref(torch.float32)
+    ho, wo = ref32.shape[2:]
+    if act == "tanh":  # NCHW fp32 output, as the generator's last layer writes it
+        out = torch.empty(b, cout, ho, wo)
+        K.conv_nhwc(nhwc(x), K.weight_to_gemm(wt), out, bias=bias, act=act, out_nchw=True)
+        got = out
+    else:
+        out = torch.empty(b, ho, wo, cout, dtype=dtype)
+        K.conv_nhwc(nhwc(x), K.weight_to_gemm(wt), out, image=nhwc(img) if cimg else None,
+                    bias=bias, scale=scale, shift=shift, label=label, stride=stride,
+                    upsample=up, act=act)
+        got = nchw(out)
+    assert got.shape == ref32.shape
+    assert_close(got, ref32, None if dtype == torch.float32 else ref(dtype), dtype, "conv")
+
+
+def test_conv_reads_and_writes_channel_slices_and_gathers_by_label() -> None:
+    """Input x is a channel slice read through the label (the label-embedding stem); the
+    output goes into a channel slice of a wider buffer and leaves the other channels alone."""
+    g = torch.Generator().manual_seed(1)
+    table = torch.randn(4, 6, 5, 9, generator=g)  # [classes, H, W, 9]: x = table[label][..., 2:7]
+    label = torch.tensor([3, 0, 3])
+    wt = torch.randn(4, 5, 3, 3, generator=g)
+    wide = torch.full((3, 6, 5, 11), 7.0)
+    K.conv_nhwc(table[..., 2:7], K.weight_to_gemm(wt), wide[..., 3:7], label=label,
+                gather_x=True)
+    x = table[label][..., 2:7].permute(0, 3, 1, 2)  # [3, 5, 6, 5]
+    ref = K.conv_plain_ref(x, wt)
+    assert_close(nchw(wide[..., 3:7]), ref, None, torch.float32, "sliced conv")
+    assert (wide[..., :3] == 7.0).all() and (wide[..., 7:] == 7.0).all()
+
+
+def test_weight_to_gemm_layout() -> None:
+    w = torch.arange(2 * 3 * 3 * 3, dtype=torch.float32).view(2, 3, 3, 3)
+    g = K.weight_to_gemm(w)
+    assert g.shape == (27, 2)
+    # row (kh*3 + kw)*Cin + c, column co
+    assert g[(1 * 3 + 2) * 3 + 1, 1] == w[1, 1, 1, 2]
+
+
+def test_non_nhwc_input_is_rejected() -> None:
+    x = torch.randn(1, 4, 5, 6).permute(0, 2, 1, 3)  # pixels not dense rows
+    with pytest.raises(ValueError, match="NHWC"):
+        K.conv_nhwc(x, torch.randn(54, 2), torch.empty(1, 5, 4, 2))
