@@ -217,9 +217,14 @@ def scan_sketchy(
     per_class: dict[str, list[tuple[str, Path, Path, str]]] = {}
     for cls in selected:
         photos: dict[str, Path] = {}
+        empty_photos: set[str] = set()
         for e in _list_images(photo_dir / cls):
             pid = os.path.splitext(e.name)[0]
-            photos.setdefault(pid, Path(e.path))
+            if pid not in photos:
+                photos[pid] = Path(e.path)
+                if e.stat().st_size == 0:
+                    empty_photos.add(pid)
+                    problems("empty_file", f"{e.path}: empty file")
         sketch_entries = _list_images(sketch_dir / cls)
         n_photos += len(photos)
         n_sketches += len(sketch_entries)
@@ -248,9 +253,8 @@ def scan_sketchy(
             if e.stat().st_size == 0:
                 problems("empty_file", f"{e.path}: empty file")
                 continue
-            if photos[pid].stat().st_size == 0:
-                problems("empty_file", f"{photos[pid]}: empty file")
-                continue
+            if pid in empty_photos:
+                continue  # reported once above
             on = [k for k in INVALID_LISTS if sid in invalid[k]]
             for k in on:
                 listed[k] += 1
