@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,16 @@ def test_subprocess_error_path(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr.strip() == f"Error: {tmp_path / 'nope'}: data folder not found"
+
+
+def test_info_skip_bad(synth_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(synth_root, root)
+    orphan = root / "sketch" / V / "mug" / "mug_9999-1.png"
+    shutil.copy(next((root / "sketch" / V / "mug").glob("*.png")), orphan)
+    res = CliRunner().invoke(cli, ["data", "info", str(root)])
+    assert res.exit_code == 1 and str(orphan) in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    res = CliRunner().invoke(cli, ["data", "info", str(root), "--skip-bad"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["skipped"] == {"sketch_without_photo": 1}

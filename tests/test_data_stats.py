@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import s2i_fast.data.stats as stats_mod
+from s2i_fast.config import PreprocessStats
 from s2i_fast.data.dataset import SketchyDataset
 from s2i_fast.data.sketchy import scan_sketchy
 from s2i_fast.data.stats import dataset_stats, stats_cache_path
@@ -132,3 +133,16 @@ def test_jitter_deterministic_and_photo_only(tmp_path: Path) -> None:
     assert torch.equal(a["photo"], b["photo"]) and not torch.equal(a["photo"], c["photo"])
     assert not torch.equal(a["photo"], plain[0]["photo"])
     assert torch.equal(a["sketch"], plain[0]["sketch"])
+
+
+def test_cache_falls_back_to_user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data set folder we cannot write to (e.g. a shared read-only mount)."""
+    root = make_dataset(tmp_path / "ds", classes=1, photos=2, sketches=1)
+    idx = scan_sketchy(root)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(stats_mod.os, "access", lambda path, mode: False)
+    path = stats_cache_path(idx, 64)
+    assert path.parent == tmp_path / "xdg" / "s2i-fast" / "stats"
+    st = dataset_stats(idx, progress=False)
+    assert path.is_file() and not (root / ".s2i-fast-cache").exists()
+    assert PreprocessStats.from_dict(json.loads(path.read_text())["stats"]) == st
