@@ -1,0 +1,122 @@
+"""The CLI as a user meets it: real subprocesses, one-line errors, files written."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from s2i_fast.checkpoint import make_payload, save_checkpoint
+from s2i_fast.config import ModelConfig, PreprocessStats
+from s2i_fast.model import Generator
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "s2i_fast", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(out, *needles):
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr, out.stderr
+    lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
+    assert lines, "no error message"
+    msg = lines[-1]
+    for needle in needles:
+        assert needle in out.stderr, (needle, out.stderr)
+    return msg
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_preset("tiny", num_classes=3)
+    gen = Generator(cfg)
+    path = tmp_path_factory.mktemp("ckpt") / "untrained.pt"
+    save_checkpoint(path, make_payload(cfg, ["apple", "car_(sedan)", "jack-o-lantern"],
+                                       PreprocessStats(), gen.state_dict()))
+    return path
+
+
+def _sketch(path, mode="L", size=(300, 220)):
+    im = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(im)
+    d.ellipse([40, 30, 250, 200], outline="black", width=4)
+    d.line([60, 100, 240, 120], fill="black", width=3)
+    if mode == "RGBA":
+        rgba = Image.new("RGBA", size, (0, 0, 0, 0))
+        rgba.paste(im.convert("RGBA"), mask=Image.eval(im.convert("L"), lambda v: 255 - v))
+        im = rgba
+    else:
+        im = im.convert(mode)
+    im.save(path)
+    return path
+
+
+def test_generate_writes_pngs_for_any_sketch_format(tmp_path, ckpt):
+    a = _sketch(tmp_path / "a.png", "L")
+    b = _sketch(tmp_path / "b.png", "RGBA", (64, 64))
+    c = _sketch(tmp_path / "c.jpg", "RGB", (513, 301))
+    out = run_cli("generate", ckpt, "--sketch", a, "--sketch", b, "--sketch", c,
+                  "--class", "car_(sedan)", "--seed", 3, "--out", tmp_path / "out")
+    assert out.returncode == 0, out.stderr
+    files = sorted((tmp_path / "out").glob("*.png"))
+    assert len(files) == 3
+    for f in files:
+        img = np.asarray(Image.open(f))
+        assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+        assert img.std() > 0, "an image of one flat colour"
+    # same seed, same image
+    again = run_cli("generate", ckpt, "--sketch", a, "--class", "1", "--seed", 3,
+                    "--out", tmp_path / "again")
+    assert again.returncode == 0, again.stderr
+    first = np.asarray(Image.open(tmp_path / "out" / "a-car_(sedan)-seed3.png"))
+    second = np.asarray(Image.open(tmp_path / "again" / "a-car_(sedan)-seed3.png"))
+    assert np.array_equal(first, second)
+
+
+def test_generate_unknown_class(tmp_path, ckpt):
+    a = _sketch(tmp_path / "a.png")
+    out = run_cli("generate", ckpt, "--sketch", a, "--class", "zebra", "--out", tmp_path)
+    assert_one_line_error(out, "unknown class 'zebra'", "apple")
+
+
+def test_generate_corrupt_sketch(tmp_path, ckpt):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    out = run_cli("generate", ckpt, "--sketch", bad, "--class", "apple", "--out", tmp_path)
+    assert_one_line_error(out, "bad.png", "unreadable image")
+
+
+def test_generate_missing_sketch_and_checkpoint(tmp_path, ckpt):
+    out = run_cli("generate", ckpt, "--sketch", tmp_path / "nope.png", "--class", "apple",
+                  "--out", tmp_path)
+    assert_one_line_error(out, "nope.png")
+    out = run_cli("generate", tmp_path / "missing.pt", "--sketch", "x.png", "--class", "apple",
+                  "--out", tmp_path)
+    assert_one_line_error(out, "missing.pt", "no such checkpoint")
+
+
+def test_generate_truncated_checkpoint(tmp_path, ckpt):
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(ckpt.read_bytes()[:5000])
+    a = _sketch(tmp_path / "a.png")
+    out = run_cli("generate", cut, "--sketch", a, "--class", "apple", "--out", tmp_path)
+    assert_one_line_error(out, "cut.pt", "truncated")
+
+
+def test_model_summary_and_bad_preset():
+    out = run_cli("model", "summary", "--preset", "paper", "--json")
+    assert out.returncode == 0, out.stderr
+    assert '"generator_params": 29683094' in out.stdout
+    out = run_cli("model", "summary", "--preset", "huge")
+    assert_one_line_error(out, "huge")
+
+
+def test_help_lists_every_command():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for name in ("data", "model", "generate", "train", "export", "bench"):
+        assert name in out.stdout
