@@ -127,13 +127,19 @@ def _pose(rng: np.random.Generator, cls: str) -> dict:
     }
 
 
-def render_photo(parts: list[Part], tf: dict, rng: np.random.Generator, size: int) -> np.ndarray:
+def render_photo(
+    parts: list[Part],
+    tf: dict,
+    rng: np.random.Generator,
+    size: int,
+    masks: list[np.ndarray] | None = None,
+) -> np.ndarray:
     """uint8 [size, size, 3] photo-like render of the parts over a random background."""
     img = _background(rng, size)
     az = rng.uniform(-2.6, -0.5)  # light from above, left or right
     light = np.array([np.cos(az) * 0.6, np.sin(az) * 0.6, 0.75])
     light /= np.linalg.norm(light)
-    masks = [_mask(p, tf, size) for p in parts]
+    masks = masks if masks is not None else [_mask(p, tf, size) for p in parts]
     union = np.clip(np.sum(masks, 0), 0, 1)
     shift = (int(-light[1] * 10) + 4, int(-light[0] * 12))
     shadow = ndimage.gaussian_filter(np.roll(union, shift, axis=(0, 1)), 5)
@@ -239,7 +245,12 @@ def _warp(rng: np.random.Generator, amp: float):
 
 
 def render_sketch(
-    parts: list[Part], tf: dict, rng: np.random.Generator, size: int, kind: str = "normal"
+    parts: list[Part],
+    tf: dict,
+    rng: np.random.Generator,
+    size: int,
+    kind: str = "normal",
+    masks: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """uint8 [size, size] black-on-white sketch of the parts' visible contours."""
     big = size * SS
@@ -255,7 +266,7 @@ def render_sketch(
         d.line([tuple(p) for p in pts], fill=0, width=max(1, int(base_w)), joint="curve")
         return np.asarray(im.resize((size, size), Image.Resampling.BOX), dtype=np.uint8)
     order = sorted(range(len(parts)), key=lambda i: parts[i].z)
-    masks = [_mask(p, tf, size) for p in parts]
+    masks = masks if masks is not None else [_mask(p, tf, size) for p in parts]
     keep_detail = rng.random() < 0.75
     for rank, i in enumerate(order):
         part = parts[i]
@@ -379,7 +390,8 @@ def _write_set(
         for pi in range(n_photos):
             parts, tf, rng = scene(cls, seed, pi)
             pid = f"{cls}_{pi:04d}"
-            photo = render_photo(parts, tf, rng, size)
+            masks = [_mask(p, tf, size) for p in parts]  # shared by the photo and its sketches
+            photo = render_photo(parts, tf, rng, size, masks)
             Image.fromarray(photo).save(pdir / f"{pid}.jpg", quality=92)
             if pi in test_idx:
                 testset.append(f"{cls}/{pid}.jpg")
@@ -393,7 +405,7 @@ def _write_set(
                     if u < P_SCRIBBLE + P_PARTIAL
                     else "normal"
                 )
-                sk = render_sketch(parts, tf, srng, size, kind)
+                sk = render_sketch(parts, tf, srng, size, kind, masks)
                 Image.fromarray(sk, mode="L").save(sdir / f"{pid}-{n}.png")
                 if kind == "scribble":
                     invalid["error"].append(f"{pid}-{n}")
