@@ -254,10 +254,10 @@ class Engine:
             label = np.concatenate([label, np.repeat(label[-1:], pad, 0)])
             noise = np.concatenate([noise, np.repeat(noise[-1:], pad, 0)])
         with self._lock:
-            out = self._runner.run(
-                np.ascontiguousarray(sketch, dtype=np.uint8),
-                np.ascontiguousarray(label, dtype=np.int64),
-                np.ascontiguousarray(noise, dtype=np.float32),
+            out = self._runner.run(  # C-contiguous, writable (torch.from_numpy) copies if needed
+                np.require(sketch, np.uint8, ["C", "W"]),
+                np.require(label, np.int64, ["C", "W"]),
+                np.require(noise, np.float32, ["C", "W"]),
             )
         return out[:b]
 

@@ -1,0 +1,190 @@
+"""ONNX export: graph checks, metadata, and ONNX Runtime parity against PyTorch.
+
+Tolerances (documented in README/export):
+  uint8 graph (fp32): |ORT - torch| <= 2 levels, on at most 1% of the values (the two
+      only disagree where a value lands next to a rounding boundary);
+  raw graph (fp32): max abs error <= 1e-4 in model space ([-1, 1]);
+  fp16 graph: error against the fp32 reference at most twice PyTorch's own fp16 error
+      (the same prepared fp16 model run eagerly) plus 1e-3 (raw), or plus 1 level (uint8).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx", reason="ONNX export tests need the onnx package")
+ort = pytest.importorskip("onnxruntime", reason="parity tests need onnxruntime")
+
+from s2i_fast.errors import EngineError  # noqa: E402
+from s2i_fast.export.onnx_export import export_generator, load_onnx  # noqa: E402
+from s2i_fast.export.ort import OrtSession  # noqa: E402
+from s2i_fast.export.testing import CLASS_NAMES, STATS, drawn_batch, make_generator  # noqa: E402
+from s2i_fast.export.wrappers import bake_parametrizations, prepare_generator, wrap  # noqa: E402
+
+RES = 64
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return make_generator(num_classes=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def graphs(gen, tmp_path_factory):
+    """name -> path of the exported variants used below."""
+    d = tmp_path_factory.mktemp("onnx")
+    variants = {
+        "b1": dict(batch=1),
+        "b3": dict(batch=3),
+        "dyn": dict(batch=None),
+        "raw_dyn": dict(batch=None, raw=True),
+        "fp16_dyn": dict(batch=None, precision="fp16"),
+        "fp16_raw": dict(batch=None, precision="fp16", raw=True),
+    }
+    out = {}
+    for name, kw in variants.items():
+        out[name] = d / f"{name}.onnx"
+        export_generator(gen, CLASS_NAMES, STATS, out[name], **kw)
+    return out
+
+
+def _inputs(batch: int, kind: str, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    if kind == "random":
+        sketch = rng.integers(0, 256, (batch, RES, RES), dtype=np.uint8)
+    else:
+        sketch = drawn_batch(batch, RES, start=seed)
+    label = (np.arange(batch) % 3).astype(np.int64)
+    noise = torch.randn(batch, 64, generator=torch.Generator().manual_seed(seed)).numpy()
+    return sketch, label, noise
+
+
+def _torch_ref(gen, sketch, label, noise, raw=False, precision="fp32"):
+    module = wrap(prepare_generator(gen, precision), STATS, raw=raw)
+    with torch.inference_mode():
+        return module(torch.from_numpy(sketch), torch.from_numpy(label),
+                      torch.from_numpy(noise)).numpy()
+
+
+def _to_raw(sketch):
+    from s2i_fast.data.preprocess import normalize_sketch_uint8
+
+    return normalize_sketch_uint8(torch.from_numpy(sketch), STATS).numpy()
+
+
+def _assert_uint8_close(got, want, max_levels=2, max_fraction=0.01):
+    assert got.dtype == np.uint8 and got.shape == want.shape
+    diff = np.abs(got.astype(np.int16) - want.astype(np.int16))
+    frac = float((diff > 0).mean())
+    assert diff.max() <= max_levels and frac <= max_fraction, (
+        f"{int((diff > 0).sum())} of {diff.size} values differ ({frac:.2%}), worst "
+        f"{int(diff.max())} levels at {np.unravel_index(diff.argmax(), diff.shape)}"
+    )
+
+
+def test_graph_is_clean_and_carries_metadata(graphs):
+    model, meta = load_onnx(graphs["b1"])
+    onnx.checker.check_model(model, full_check=True)
+    ops = {n.op_type for n in model.graph.node}
+    assert "ConvTranspose" not in ops and "Conv" in ops
+    # preprocessing folded in: uint8 in, uint8 out, fixed shapes
+    sketch, label, noise = model.graph.input
+    assert sketch.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert label.type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert noise.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    out = model.graph.output[0].type.tensor_type
+    assert out.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in out.shape.dim] == [1, RES, RES, 3]
+    assert meta.class_names == CLASS_NAMES and meta.batch == 1 and not meta.raw
+    assert meta.stats.sketch_mean == pytest.approx(STATS.sketch_mean)
+    assert meta.model_config.num_classes == 3 and meta.resolution == RES
+
+
+def test_dynamic_and_raw_signatures(graphs):
+    model, meta = load_onnx(graphs["dyn"])
+    assert meta.batch is None
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch
+    raw, raw_meta = load_onnx(graphs["raw_dyn"])
+    assert raw_meta.raw
+    assert raw.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert len(raw.graph.input[0].type.tensor_type.shape.dim) == 4  # [B, 1, H, W]
+    assert raw.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+@pytest.mark.parametrize("kind", ["random", "drawn"])
+@pytest.mark.parametrize("name,batch", [("b1", 1), ("b3", 3), ("dyn", 1), ("dyn", 3)])
+def test_ort_matches_torch_uint8(gen, graphs, name, batch, kind):
+    sketch, label, noise = _inputs(batch, kind, seed=batch)
+    got = OrtSession(graphs[name], device="cpu").run(sketch, label, noise)
+    _assert_uint8_close(got, _torch_ref(gen, sketch, label, noise))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_ort_matches_torch_raw(gen, graphs, batch):
+    sketch, label, noise = _inputs(batch, "drawn", seed=7)
+    x = _to_raw(sketch)
+    got = OrtSession(graphs["raw_dyn"], device="cpu").run(x, label, noise)
+    want = _torch_ref(gen, x, label, noise, raw=True)
+    assert got.shape == (batch, 3, RES, RES)
+    assert np.abs(got - want).max() <= 1e-4
+    assert want.std() > 0.05  # the comparison is not between two constant images
+
+
+def test_fp16_graph_runs_and_is_close(gen, graphs):
+    sketch, label, noise = _inputs(3, "drawn", seed=3)
+    x = _to_raw(sketch)
+    want = _torch_ref(gen, x, label, noise, raw=True)
+    torch16 = _torch_ref(gen, x, label, noise, raw=True, precision="fp16")
+    own = np.abs(torch16 - want).max()
+    got = OrtSession(graphs["fp16_raw"], device="cpu").run(x, label, noise)
+    assert got.dtype == np.float32
+    assert np.abs(got - want).max() <= 2 * own + 1e-3, (np.abs(got - want).max(), own)
+    model, meta = load_onnx(graphs["fp16_dyn"])
+    assert meta.precision == "fp16"
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    img = OrtSession(graphs["fp16_dyn"], device="cpu").run(sketch, label, noise)
+    _assert_uint8_close(img, _torch_ref(gen, sketch, label, noise), max_levels=4, max_fraction=0.05)
+
+
+def test_static_graph_rejects_other_batch(graphs):
+    sketch, label, noise = _inputs(3, "random")
+    with pytest.raises(Exception):  # onnxruntime's own shape check; Engine turns it into padding
+        OrtSession(graphs["b1"], device="cpu").run(sketch, label, noise)
+
+
+def test_spectral_norm_is_baked():
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    torch.manual_seed(0)
+    conv = spectral_norm(torch.nn.Conv2d(3, 4, 3)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    want = conv(x)
+    baked = bake_parametrizations(conv)
+    assert not hasattr(baked, "parametrizations")
+    assert isinstance(baked.weight, torch.nn.Parameter)
+    torch.testing.assert_close(baked(x), want)
+
+
+def test_corrupt_and_foreign_onnx_files(tmp_path, graphs):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(graphs["b1"].read_bytes()[:5000])  # truncated
+    with pytest.raises(EngineError, match="not a readable ONNX file"):
+        load_onnx(bad)
+    foreign = tmp_path / "foreign.onnx"
+    model = onnx.load(str(graphs["b1"]))
+    del model.metadata_props[:]
+    onnx.save(model, str(foreign))
+    with pytest.raises(EngineError, match="not an s2i-fast ONNX export"):
+        load_onnx(foreign)
+    with pytest.raises(EngineError, match="no such ONNX file"):
+        load_onnx(tmp_path / "missing.onnx")
+
+
+def test_bad_export_arguments(gen):
+    with pytest.raises(EngineError, match="bf16"):
+        export_generator(gen, CLASS_NAMES, STATS, precision="bf16")
+    with pytest.raises(EngineError, match="batch"):
+        export_generator(gen, CLASS_NAMES, STATS, batch=0)
