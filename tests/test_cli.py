@@ -120,3 +120,39 @@ def test_help_lists_every_command():
     assert out.returncode == 0
     for name in ("data", "model", "generate", "train", "export", "bench"):
         assert name in out.stdout
+
+
+def test_data_synth_model_init_generate_end_to_end(tmp_path):
+    """The issue's path: data synth -> data info -> model init -> generate."""
+    import json
+
+    from s2i_fast.checkpoint import checkpoint_meta, load_checkpoint
+    from s2i_fast.data.sketchy import scan_sketchy
+    from s2i_fast.data.stats import dataset_stats
+
+    root = tmp_path / "synth"
+    out = run_cli("data", "synth", root, "--classes", 10, "--photos-per-class", 2,
+                  "--sketches-per-photo", 1, "--size", 128, "--seed", 5)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(run_cli("data", "info", root).stdout)
+    assert info["classes"] == 10
+    ckpt_path = tmp_path / "m.pt"
+    out = run_cli("model", "init", "--preset", "tiny", "--data", root, "--out", ckpt_path,
+                  "--classes", "apple,car,fish")
+    assert out.returncode == 0, out.stderr
+    cfg, names, stats = checkpoint_meta(load_checkpoint(ckpt_path))
+    assert names == ["apple", "car", "fish"] and cfg.num_classes == 3
+    want = dataset_stats(scan_sketchy(root, classes=["apple", "car", "fish"]), resolution=64)
+    assert stats.photo_mean == pytest.approx(want.photo_mean)
+    assert stats.sketch_scale == pytest.approx(want.sketch_scale)
+    sketch = next((root / "sketch" / "tx_000000000000" / "fish").glob("*.png"))
+    out = run_cli("generate", ckpt_path, "--sketch", sketch, "--class", "fish",
+                  "--out", tmp_path / "gen")
+    assert out.returncode == 0, out.stderr
+    assert len(list((tmp_path / "gen").glob("*.png"))) == 1
+
+
+def test_model_init_errors(tmp_path):
+    out = run_cli("model", "init", "--data", tmp_path / "nowhere", "--out", tmp_path / "m.pt")
+    assert_one_line_error(out, "nowhere")
+    assert not (tmp_path / "m.pt").exists()
