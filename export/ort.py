@@ -83,4 +83,8 @@ class OrtSession:
             "label": np.ascontiguousarray(label, dtype=np.int64),
             "noise": np.ascontiguousarray(noise, dtype=np.float32),
         }
-        return self.session.run([OUTPUT], feed)[0]
+        try:
+            return self.session.run([OUTPUT], feed)[0]
+        except Exception as e:  # ORT's InvalidArgument/Fail on shapes or types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise EngineError(f"onnxruntime rejected the inputs: {first}") from e

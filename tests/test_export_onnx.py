@@ -17,11 +17,12 @@ import torch
 onnx = pytest.importorskip("onnx", reason="ONNX export tests need the onnx package")
 ort = pytest.importorskip("onnxruntime", reason="parity tests need onnxruntime")
 
-from s2i_fast.errors import EngineError  # noqa: E402
 from s2i_fast.export.onnx_export import export_generator, load_onnx  # noqa: E402
 from s2i_fast.export.ort import OrtSession  # noqa: E402
 from s2i_fast.export.testing import CLASS_NAMES, STATS, drawn_batch, make_generator  # noqa: E402
 from s2i_fast.export.wrappers import bake_parametrizations, prepare_generator, wrap  # noqa: E402
+
+from s2i_fast.errors import EngineError  # noqa: E402
 
 RES = 64
 
@@ -151,7 +152,7 @@ def test_fp16_graph_runs_and_is_close(gen, graphs):
 
 def test_static_graph_rejects_other_batch(graphs):
     sketch, label, noise = _inputs(3, "random")
-    with pytest.raises(Exception):  # onnxruntime's own shape check; Engine turns it into padding
+    with pytest.raises(EngineError, match="onnxruntime rejected"):  # Engine pads smaller ones
         OrtSession(graphs["b1"], device="cpu").run(sketch, label, noise)
 
 
