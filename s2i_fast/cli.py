@@ -22,7 +22,7 @@ from s2i_fast.errors import S2IError
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("s2i_fast.data.cli:data", "Make, convert and inspect Sketchy-layout data sets."),
     "model": ("s2i_fast.model.cli:model", "Create and inspect model checkpoints."),
-    "generate": ("s2i_fast.model.cli:generate", "Turn sketch images into photos with a checkpoint."),
+    "generate": ("s2i_fast.model.cli:generate", "Turn sketches into photos with a checkpoint."),
     "train": ("s2i_fast.train.cli:train", "Train the MRU GAN (all six losses)."),
     "export": ("s2i_fast.export.cli:export", "Export a checkpoint to ONNX or a TensorRT engine."),
     "bench": ("s2i_fast.export.bench_cli:bench", "Time every backend side by side."),

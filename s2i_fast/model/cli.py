@@ -117,8 +117,12 @@ def generate(checkpoint: Path, sketches: tuple[Path, ...], class_name: str, seed
     from PIL import Image
 
     from s2i_fast.checkpoint import load_generator
-    from s2i_fast.data.preprocess import load_image, normalize_sketch_uint8, sketch_to_uint8
-    from s2i_fast.data.preprocess import to_uint8_hwc
+    from s2i_fast.data.preprocess import (
+        load_image,
+        normalize_sketch_uint8,
+        sketch_to_uint8,
+        to_uint8_hwc,
+    )
 
     gen, class_names, stats = load_generator(checkpoint, device=device)
     label = resolve_class(class_name, class_names)
@@ -131,7 +135,7 @@ def generate(checkpoint: Path, sketches: tuple[Path, ...], class_name: str, seed
     with torch.no_grad():
         images = to_uint8_hwc(gen(normalize_sketch_uint8(batch, stats), labels, noise), stats)
     out.mkdir(parents=True, exist_ok=True)
-    for path, img in zip(sketches, images.cpu().numpy()):
+    for path, img in zip(sketches, images.cpu().numpy(), strict=True):
         target = out / f"{path.stem}-{class_names[label]}-seed{seed}.png"
         Image.fromarray(img).save(target)
         click.echo(str(target))

@@ -106,7 +106,8 @@ class Generator(nn.Module):
             self.dec_mru.append(mru(cin, w))
             up = Upsample(cfg.upsample, w)
             conv = nn.Conv2d(up.out_channels, w // 2 if w > 1 else 1, 3, padding=1, bias=False)
-            self.dec_up.append(nn.ModuleDict({"up": up, "block": NormAct(conv, cbn(conv.out_channels), slope)}))
+            block = NormAct(conv, cbn(conv.out_channels), slope)
+            self.dec_up.append(nn.ModuleDict({"up": up, "block": block}))
             cin = conv.out_channels + w
         w = level_width(cfg, res)
         self.out_mru = mru(cin, w)
@@ -132,14 +133,14 @@ class Generator(nn.Module):
         else:
             h = self.stem_conv(sketch)  # [B, 8, R, R]
         skips = []
-        for r, mru, down in zip(self.resolutions, self.enc_mru, self.enc_down):
+        for r, mru, down in zip(self.resolutions, self.enc_mru, self.enc_down, strict=True):
             h = mru(h, pyramid[r], label)  # [B, w(r), r, r]
             skips.append(h)
             h = down(h, label)  # [B, w(r), r/2, r/2]
         z = self.noise_fc(noise.to(h.dtype)).view(b, self.cfg.noise_channels, 4, 4)
         h = torch.cat([h, z], 1)  # [B, w(8) + noise_channels, 4, 4]
         r = 4
-        for mru, up, skip in zip(self.dec_mru, self.dec_up, reversed(skips)):
+        for mru, up, skip in zip(self.dec_mru, self.dec_up, reversed(skips), strict=True):
             h = mru(h, pyramid[r], label)  # [B, w(2r), r, r]
             h = up["block"](up["up"](h), label)  # [B, w(2r)/2, 2r, 2r]
             h = torch.cat([h, skip], 1)
@@ -165,7 +166,8 @@ class Discriminator(nn.Module):
         for r in self.resolutions:
             w = level_width(cfg, r)
             self.enc_mru.append(MRU(cin, img_ch, w, BatchNorm2d, slope, wrap=sn, impl=cfg.impl))
-            self.enc_down.append(NormAct(sn(nn.Conv2d(w, w, 3, 2, 1, bias=False)), BatchNorm2d(w), slope))
+            down = sn(nn.Conv2d(w, w, 3, 2, 1, bias=False))
+            self.enc_down.append(NormAct(down, BatchNorm2d(w), slope))
             cin = w
         self.fc_gan = sn(nn.Linear(cin, 1))
         self.fc_cls = sn(nn.Linear(cin, cfg.num_classes))
@@ -181,7 +183,7 @@ class Discriminator(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         h = torch.cat([image, sketch.to(image.dtype)], 1)  # [B, 4, R, R]
         pyramid = image_pyramid(h, self.resolutions)
-        for r, mru, down in zip(self.resolutions, self.enc_mru, self.enc_down):
+        for r, mru, down in zip(self.resolutions, self.enc_mru, self.enc_down, strict=True):
             h = down(mru(h, pyramid[r]))  # [B, w(r), r/2, r/2]
         feat = h.mean(dim=(2, 3))  # [B, w(8)]
         return self.fc_gan(feat).squeeze(1), self.fc_cls(feat)
