@@ -207,7 +207,7 @@ def export_generator(
     cfg = ModelConfig.from_dict(gen.cfg.to_dict())
     cfg.impl = "ref"
     meta = OnnxMeta(list(class_names), stats, cfg, raw, precision, batch)
-    prepared = prepare_generator(gen.cpu(), precision)
+    prepared = prepare_generator(gen, precision).cpu()  # a copy: gen stays where it is
     prepared.set_impl("ref")  # the torch reference ops are what ONNX traces
     model = export_module(wrap(prepared, stats, raw), meta, opset=opset, exporter=exporter)
     if out is not None:

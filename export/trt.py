@@ -53,7 +53,7 @@ def _layer_type_name(trt, layer) -> str:
 
 def pin_fp32_layers(trt, network) -> dict[str, str]:
     """Set precision and float output types to fp32 on the layers the policy names."""
-    floats = (trt.float32, trt.float16, trt.bfloat16)
+    floats = tuple(getattr(trt, n) for n in ("float32", "float16", "bfloat16") if hasattr(trt, n))
     layers = [network.get_layer(i) for i in range(network.num_layers)]
     typed = [(layer, _layer_type_name(trt, layer)) for layer in layers]
     plan = precision_plan((layer.name, t) for layer, t in typed)

@@ -189,3 +189,14 @@ def test_bad_export_arguments(gen):
         export_generator(gen, CLASS_NAMES, STATS, precision="bf16")
     with pytest.raises(EngineError, match="batch"):
         export_generator(gen, CLASS_NAMES, STATS, batch=0)
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in ort.get_available_providers(),
+    reason="onnxruntime's CUDA provider is not installed (pip install onnxruntime-gpu)",
+)
+def test_ort_cuda_provider_matches_torch(gen, graphs):
+    sketch, label, noise = _inputs(3, "drawn", seed=2)
+    session = OrtSession(graphs["dyn"], device="cuda")
+    assert session.provider == "CUDAExecutionProvider"
+    _assert_uint8_close(session.run(sketch, label, noise), _torch_ref(gen, sketch, label, noise))
