@@ -122,17 +122,27 @@ def check_same_shape(op: str, *tensors: torch.Tensor) -> None:
 # Block sizes: a small documented table instead of autotuning (elementwise, memory bound).
 #  - flat elementwise kernels: 1024 elements per program, 4 warps (8 elements per thread for
 #    fp16/bf16 vector loads); the grid is (cdiv(C*H*W, 1024), B).
-#  - row kernels (one program per (b, c) plane of H*W, looping over it): a block of up to 1024
-#    lanes; 4 warps at >= 512 lanes, 2 below (the 4x4 .. 16x16 levels).
-FLAT_BLOCK = 1024
+#  - row kernels (whole (b, c) planes of H*W, for per-channel parameters and per-row sums):
+#    a [ROWS, BLOCK] tile of 2048 elements, BLOCK = next_pow2(H*W) up to 1024 lanes along
+#    the plane (looping when H*W > 1024), ROWS = 2048 // BLOCK planes per program (2 at
+#    64x64, 8 at 16x16, 128 at 4x4); 4 warps. The grid is cdiv(B*C, ROWS).
+#  - under TRITON_INTERPRET=1 each program costs a fixed Python/numpy overhead, so tiles are
+#    8x larger there (flat 8192, row tile 16384) while the per-plane BLOCK keeps its 1024 cap,
+#    so the loops over planes larger than 1024 elements still run in the CPU tests.
 FLAT_WARPS = 4
 
 
-def row_block(hw: int) -> tuple[int, int]:
+def flat_block() -> int:
+    return 8192 if interpreting() else 1024
+
+
+def row_block(hw: int) -> tuple[int, int, int]:
+    """(ROWS, BLOCK, num_warps) for planes of hw elements."""
     import triton
 
     block = max(16, min(1024, triton.next_power_of_2(hw)))
-    return block, (4 if block >= 512 else 2)
+    tile = 16384 if interpreting() else 2048
+    return tile // block, block, 4
 
 
 def ref_vjp(

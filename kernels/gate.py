@@ -74,7 +74,7 @@ def _gate_mask_bwd_kernel(
 
 def _flat_grid(t: torch.Tensor) -> tuple[int, int]:
     b, c, h, w = t.shape
-    return (triton.cdiv(c * h * w, tu.FLAT_BLOCK), b)
+    return (triton.cdiv(c * h * w, tu.flat_block()), b)
 
 
 def gate_mask_forward(m_logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +87,7 @@ def gate_mask_forward(m_logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return out
     _gate_mask_fwd_kernel[_flat_grid(x)](
         m_logits, x, out, s_logit, s_x, x[0].numel(),
-        CDT=tu.compute_dtype(m_logits, x), BLOCK=tu.FLAT_BLOCK, num_warps=tu.FLAT_WARPS,
+        CDT=tu.compute_dtype(m_logits, x), BLOCK=tu.flat_block(), num_warps=tu.FLAT_WARPS,
     )  # fmt: skip
     tu.record_launch("gate_mask_fwd")
     return out
@@ -106,7 +106,7 @@ def gate_mask_backward(
         return dlogit, dx
     _gate_mask_bwd_kernel[_flat_grid(x)](
         grad, m_logits, x, dlogit, dx, s_g, s_logit, s_x, x[0].numel(),
-        CDT=tu.compute_dtype(grad, m_logits, x), BLOCK=tu.FLAT_BLOCK, num_warps=tu.FLAT_WARPS,
+        CDT=tu.compute_dtype(grad, m_logits, x), BLOCK=tu.flat_block(), num_warps=tu.FLAT_WARPS,
     )  # fmt: skip
     tu.record_launch("gate_mask_bwd")
     return dlogit, dx
@@ -206,7 +206,7 @@ def gated_combine_forward(
         return out
     _gated_combine_fwd_kernel[_flat_grid(z)](
         n_logits, shortcut, z, out, s_logit, s_s, s_z, z[0].numel(),
-        CDT=tu.compute_dtype(n_logits, shortcut, z), BLOCK=tu.FLAT_BLOCK,
+        CDT=tu.compute_dtype(n_logits, shortcut, z), BLOCK=tu.flat_block(),
         num_warps=tu.FLAT_WARPS,
     )  # fmt: skip
     tu.record_launch("gated_combine_fwd")
@@ -228,7 +228,7 @@ def gated_combine_backward(
         return dlogit, ds, dz
     _gated_combine_bwd_kernel[_flat_grid(z)](
         grad, n_logits, shortcut, z, dlogit, ds, dz, s_g, s_logit, s_s, s_z, z[0].numel(),
-        CDT=tu.compute_dtype(grad, n_logits, shortcut, z), BLOCK=tu.FLAT_BLOCK,
+        CDT=tu.compute_dtype(grad, n_logits, shortcut, z), BLOCK=tu.flat_block(),
         num_warps=tu.FLAT_WARPS,
     )  # fmt: skip
     tu.record_launch("gated_combine_bwd")

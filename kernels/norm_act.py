@@ -9,8 +9,9 @@ the norm module (gamma * rstd, beta - mean * scale) as small torch ops, so the g
 the batch statistics is autograd's chain: dL/dscale, dL/dshift from these kernels -> the [C]
 torch ops -> BatchStatsFunction's backward (dmean/dx = 1/N, dvar/dx = 2 (x - mean) / N).
 
-Row kernels: one program per (c, b) plane of H*W elements, looping over it, so per-row
-parameters are loaded once and per-row gradient sums need no atomics (deterministic).
+Row kernels: each program owns ROWS whole (b, c) planes of H*W elements (a [ROWS, BLOCK]
+tile, looping over H*W), so per-row parameters are loaded once and per-row gradient sums need
+no atomics (deterministic); small planes (4x4 .. 16x16) pack many rows into one program.
 
 Why norm_act_combine (bytes per element of the [B, Co, H, W] output, e = element size):
 separately, norm_act reads z_pre and writes z (2e), gated_combine reads n_logits, s, z and
@@ -39,31 +40,33 @@ def _row_stats_kernel(
     stride_x,  # batch stride of x
     C,  # channels
     HW,  # H * W: elements per row
+    n_rows,  # B * C
     CDT: tl.constexpr,  # compute dtype
-    BLOCK: tl.constexpr,  # lanes; each lane runs Welford over elements lane, lane+BLOCK, ...
+    ROWS: tl.constexpr,  # rows (b, c) per program
+    BLOCK: tl.constexpr,  # lanes per row; lane j runs Welford over elements j, j+BLOCK, ...
 ):
-    c = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    row = x_ptr + b * stride_x + c * HW
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # [ROWS] flat (b, c) index
+    row_ok = rows < n_rows
+    row_base = (rows // C).to(tl.int64) * stride_x + (rows % C) * HW  # [ROWS]
     lanes = tl.arange(0, BLOCK)
-    cnt = tl.zeros([BLOCK], dtype=CDT)
-    mean = tl.zeros([BLOCK], dtype=CDT)
-    m2 = tl.zeros([BLOCK], dtype=CDT)
-    for start in range(0, HW, BLOCK):  # one pass over the row
+    cnt = tl.zeros([ROWS, BLOCK], dtype=CDT)
+    mean = tl.zeros([ROWS, BLOCK], dtype=CDT)
+    m2 = tl.zeros([ROWS, BLOCK], dtype=CDT)
+    for start in range(0, HW, BLOCK):  # one pass over the rows
         offs = start + lanes
-        valid = offs < HW
-        v = tl.load(row + offs, mask=valid, other=0.0).to(CDT)
+        valid = row_ok[:, None] & (offs < HW)[None, :]  # [ROWS, BLOCK]
+        v = tl.load(x_ptr + row_base[:, None] + offs[None, :], mask=valid, other=0.0).to(CDT)
         cnt += valid.to(CDT)
         delta = tl.where(valid, v - mean, 0.0)
         mean += delta / tl.maximum(cnt, 1.0)
         m2 += delta * tl.where(valid, v - mean, 0.0)
-    # Chan et al.: merge the lanes' (count, mean, M2)
-    total = tl.sum(cnt, axis=0)
-    row_mean = tl.sum(cnt * mean, axis=0) / total
-    dev = mean - row_mean
-    row_m2 = tl.sum(m2, axis=0) + tl.sum(cnt * dev * dev, axis=0)
-    tl.store(mean_ptr + b * C + c, row_mean)
-    tl.store(m2_ptr + b * C + c, row_m2)
+    # Chan et al.: merge the lanes' (count, mean, M2) of each row
+    total = tl.maximum(tl.sum(cnt, axis=1), 1.0)  # [ROWS]
+    row_mean = tl.sum(cnt * mean, axis=1) / total
+    dev = mean - row_mean[:, None]
+    row_m2 = tl.sum(m2, axis=1) + tl.sum(cnt * dev * dev, axis=1)
+    tl.store(mean_ptr + rows, row_mean, mask=row_ok)
+    tl.store(m2_ptr + rows, row_m2, mask=row_ok)
 
 
 @triton.jit
@@ -76,24 +79,28 @@ def _stats_bwd_kernel(
     stride_x,  # batch stride of x
     C,  # channels
     HW,  # H * W
+    n_rows,  # B * C
     inv_n,  # 1 / (B * H * W)
     CDT: tl.constexpr,  # compute dtype
-    BLOCK: tl.constexpr,  # elements per loop step
+    ROWS: tl.constexpr,  # rows (b, c) per program
+    BLOCK: tl.constexpr,  # elements of a row per loop step
 ):
-    c = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    mean = tl.load(mean_ptr + c).to(CDT)
-    gmean = tl.load(gmean_ptr + c).to(CDT)
-    gvar = tl.load(gvar_ptr + c).to(CDT)
-    x_row = x_ptr + b * stride_x + c * HW
-    dx_row = dx_ptr + (b * C + c) * HW
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < n_rows
+    c = rows % C
+    x_base = (rows // C).to(tl.int64) * stride_x + c * HW  # [ROWS]
+    out_base = rows.to(tl.int64) * HW
+    mean = tl.load(mean_ptr + c, mask=row_ok, other=0.0).to(CDT)[:, None]
+    gmean = tl.load(gmean_ptr + c, mask=row_ok, other=0.0).to(CDT)[:, None]
+    gvar = tl.load(gvar_ptr + c, mask=row_ok, other=0.0).to(CDT)[:, None]
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        valid = offs < HW
-        x = tl.load(x_row + offs, mask=valid, other=0.0).to(CDT)
+        valid = row_ok[:, None] & (offs < HW)[None, :]
+        x = tl.load(x_ptr + x_base[:, None] + offs[None, :], mask=valid, other=0.0).to(CDT)
         # dmean/dx = 1/N;  dvar/dx = 2 (x - mean) / N   (biased var, the mean term cancels)
         dx = (gmean + 2.0 * gvar * (x - mean)) * inv_n
-        tl.store(dx_row + offs, dx.to(dx_ptr.dtype.element_ty), mask=valid)
+        tl.store(dx_ptr + out_base[:, None] + offs[None, :], dx.to(dx_ptr.dtype.element_ty),
+                 mask=valid)  # fmt: skip
 
 
 def batch_stats_forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,10 +111,11 @@ def batch_stats_forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     tdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     row_mean = torch.empty(b, c, dtype=tdt, device=x.device)  # [B, C]
     row_m2 = torch.empty(b, c, dtype=tdt, device=x.device)  # [B, C]
-    block, warps = tu.row_block(h * w)
-    _row_stats_kernel[(c, b)](
-        x, row_mean, row_m2, s_x, c, h * w, CDT=cdt, BLOCK=block, num_warps=warps
-    )
+    rows, block, warps = tu.row_block(h * w)
+    _row_stats_kernel[(triton.cdiv(b * c, rows),)](
+        x, row_mean, row_m2, s_x, c, h * w, b * c, CDT=cdt, ROWS=rows, BLOCK=block,
+        num_warps=warps,
+    )  # fmt: skip
     tu.record_launch("batch_stats_fwd")
     # merge the B rows of each channel (equal counts H*W): tiny [B, C] torch ops
     mean = row_mean.mean(0)  # [C]
@@ -121,12 +129,12 @@ def batch_stats_backward(
     x, s_x = tu.sample_view(x)
     b, c, h, w = x.shape
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    block, warps = tu.row_block(h * w)
+    rows, block, warps = tu.row_block(h * w)
     tdt = mean.dtype
-    _stats_bwd_kernel[(c, b)](
+    _stats_bwd_kernel[(triton.cdiv(b * c, rows),)](
         x, mean.contiguous(), gmean.to(tdt).contiguous(), gvar.to(tdt).contiguous(), dx,
-        s_x, c, h * w, 1.0 / (b * h * w), CDT=tu.compute_dtype(x), BLOCK=block,
-        num_warps=warps,
+        s_x, c, h * w, b * c, 1.0 / (b * h * w), CDT=tu.compute_dtype(x), ROWS=rows,
+        BLOCK=block, num_warps=warps,
     )  # fmt: skip
     tu.record_launch("batch_stats_bwd")
     return dx
@@ -170,28 +178,35 @@ def _norm_act_fwd_kernel(
     stride_s,  # batch stride of s
     C,  # channels
     HW,  # H * W
+    n_rows,  # B * C
     slope,  # LeakyReLU negative slope
     COMBINE: tl.constexpr,  # also apply y = (1 - n) * s + n * z
     CDT: tl.constexpr,  # compute dtype
-    BLOCK: tl.constexpr,  # elements per loop step
+    ROWS: tl.constexpr,  # rows (b, c) per program
+    BLOCK: tl.constexpr,  # elements of a row per loop step
 ):
-    c = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    scale = tl.load(scale_ptr + b * stride_param + c).to(CDT)
-    shift = tl.load(shift_ptr + b * stride_param + c).to(CDT)
-    out_row = out_ptr + (b * C + c) * HW
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # [ROWS] flat (b, c) index
+    row_ok = rows < n_rows
+    b = (rows // C).to(tl.int64)
+    c = rows % C
+    scale = tl.load(scale_ptr + b * stride_param + c, mask=row_ok, other=0.0).to(CDT)[:, None]
+    shift = tl.load(shift_ptr + b * stride_param + c, mask=row_ok, other=0.0).to(CDT)[:, None]
+    z_base = (b * stride_z + c * HW)[:, None]  # [ROWS, 1]
+    l_base = (b * stride_logit + c * HW)[:, None]
+    s_base = (b * stride_s + c * HW)[:, None]
+    out_base = (rows.to(tl.int64) * HW)[:, None]
     for start in range(0, HW, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        valid = offs < HW
-        zp = tl.load(z_ptr + b * stride_z + c * HW + offs, mask=valid, other=0.0).to(CDT)
+        offs = (start + tl.arange(0, BLOCK))[None, :]  # [1, BLOCK]
+        valid = row_ok[:, None] & (offs < HW)
+        zp = tl.load(z_ptr + z_base + offs, mask=valid, other=0.0).to(CDT)
         zl = zp * scale + shift
         z = tl.where(zl > 0, zl, zl * slope)
         if COMBINE:
-            logit = tl.load(logit_ptr + b * stride_logit + c * HW + offs, mask=valid, other=0.0)
-            s = tl.load(s_ptr + b * stride_s + c * HW + offs, mask=valid, other=0.0).to(CDT)
-            n = 1.0 / (1.0 + tl.exp(-logit.to(CDT)))
+            logit = tl.load(logit_ptr + l_base + offs, mask=valid, other=0.0).to(CDT)
+            s = tl.load(s_ptr + s_base + offs, mask=valid, other=0.0).to(CDT)
+            n = 1.0 / (1.0 + tl.exp(-logit))
             z = (1.0 - n) * s + n * z
-        tl.store(out_row + offs, z.to(out_ptr.dtype.element_ty), mask=valid)
+        tl.store(out_ptr + out_base + offs, z.to(out_ptr.dtype.element_ty), mask=valid)
 
 
 @triton.jit
@@ -214,44 +229,52 @@ def _norm_act_bwd_kernel(
     stride_s,  # batch stride of s
     C,  # channels
     HW,  # H * W
+    n_rows,  # B * C
     slope,  # LeakyReLU negative slope
     COMBINE: tl.constexpr,  # the output was the gated combine
     CDT: tl.constexpr,  # compute dtype
-    BLOCK: tl.constexpr,  # elements per loop step
+    ROWS: tl.constexpr,  # rows (b, c) per program
+    BLOCK: tl.constexpr,  # elements of a row per loop step
 ):
-    c = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    scale = tl.load(scale_ptr + b * stride_param + c).to(CDT)
-    shift = tl.load(shift_ptr + b * stride_param + c).to(CDT)
-    out_off = (b * C + c) * HW
-    acc_scale = tl.zeros([BLOCK], dtype=CDT)
-    acc_shift = tl.zeros([BLOCK], dtype=CDT)
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < n_rows
+    b = (rows // C).to(tl.int64)
+    c = rows % C
+    scale = tl.load(scale_ptr + b * stride_param + c, mask=row_ok, other=0.0).to(CDT)[:, None]
+    shift = tl.load(shift_ptr + b * stride_param + c, mask=row_ok, other=0.0).to(CDT)[:, None]
+    g_base = (b * stride_grad + c * HW)[:, None]
+    z_base = (b * stride_z + c * HW)[:, None]
+    l_base = (b * stride_logit + c * HW)[:, None]
+    s_base = (b * stride_s + c * HW)[:, None]
+    out_base = (rows.to(tl.int64) * HW)[:, None]
+    acc_scale = tl.zeros([ROWS, BLOCK], dtype=CDT)
+    acc_shift = tl.zeros([ROWS, BLOCK], dtype=CDT)
     for start in range(0, HW, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        valid = offs < HW
-        g = tl.load(grad_ptr + b * stride_grad + c * HW + offs, mask=valid, other=0.0).to(CDT)
-        zp = tl.load(z_ptr + b * stride_z + c * HW + offs, mask=valid, other=0.0).to(CDT)
+        offs = (start + tl.arange(0, BLOCK))[None, :]
+        valid = row_ok[:, None] & (offs < HW)
+        g = tl.load(grad_ptr + g_base + offs, mask=valid, other=0.0).to(CDT)
+        zp = tl.load(z_ptr + z_base + offs, mask=valid, other=0.0).to(CDT)
         zl = zp * scale + shift  # recomputed
         if COMBINE:
-            logit = tl.load(logit_ptr + b * stride_logit + c * HW + offs, mask=valid, other=0.0)
-            s = tl.load(s_ptr + b * stride_s + c * HW + offs, mask=valid, other=0.0).to(CDT)
-            n = 1.0 / (1.0 + tl.exp(-logit.to(CDT)))
+            logit = tl.load(logit_ptr + l_base + offs, mask=valid, other=0.0).to(CDT)
+            s = tl.load(s_ptr + s_base + offs, mask=valid, other=0.0).to(CDT)
+            n = 1.0 / (1.0 + tl.exp(-logit))
             z = tl.where(zl > 0, zl, zl * slope)
             # y = (1-n) s + n z:  dy/ds = 1 - n;  dy/dz = n;  dy/dlogit = (z - s) n (1 - n)
-            tl.store(ds_ptr + out_off + offs, (g * (1.0 - n)).to(ds_ptr.dtype.element_ty),
-                     mask=valid)  # fmt: skip
+            ds = g * (1.0 - n)
             dlogit = g * (z - s) * n * (1.0 - n)
-            tl.store(dlogit_ptr + out_off + offs, dlogit.to(dlogit_ptr.dtype.element_ty),
+            tl.store(ds_ptr + out_base + offs, ds.to(ds_ptr.dtype.element_ty), mask=valid)
+            tl.store(dlogit_ptr + out_base + offs, dlogit.to(dlogit_ptr.dtype.element_ty),
                      mask=valid)  # fmt: skip
             g = g * n
         # z = leaky(zl): dz/dzl = 1 if zl > 0 else slope (torch's convention at 0)
         gl = tl.where(zl > 0, g, g * slope)
         # zl = zp * scale + shift: dzl/dzp = scale, dzl/dscale = zp, dzl/dshift = 1
-        tl.store(dz_ptr + out_off + offs, (gl * scale).to(dz_ptr.dtype.element_ty), mask=valid)
+        tl.store(dz_ptr + out_base + offs, (gl * scale).to(dz_ptr.dtype.element_ty), mask=valid)
         acc_scale += gl * zp
         acc_shift += gl
-    tl.store(dscale_ptr + b * C + c, tl.sum(acc_scale, axis=0))
-    tl.store(dshift_ptr + b * C + c, tl.sum(acc_shift, axis=0))
+    tl.store(dscale_ptr + rows, tl.sum(acc_scale, axis=1), mask=row_ok)
+    tl.store(dshift_ptr + rows, tl.sum(acc_shift, axis=1), mask=row_ok)
 
 
 def _params(z_pre: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor):
@@ -280,11 +303,12 @@ def norm_act_forward(z_pre, scale, shift, slope, n_logits=None, shortcut=None) -
     out = torch.empty(z_pre.shape, dtype=z_pre.dtype, device=z_pre.device)
     if out.numel() == 0:
         return out
-    block, warps = tu.row_block(h * w)
+    rows, block, warps = tu.row_block(h * w)
     cdt = tu.compute_dtype(z_pre, scale, shift, n_logits, shortcut)
-    _norm_act_fwd_kernel[(c, b)](
+    _norm_act_fwd_kernel[(triton.cdiv(b * c, rows),)](
         z_pre, scale, shift, n_logits, shortcut, out, s_z, s_param, s_logit, s_s, c, h * w,
-        float(slope), COMBINE=combine, CDT=cdt, BLOCK=block, num_warps=warps,
+        b * c, float(slope), COMBINE=combine, CDT=cdt, ROWS=rows, BLOCK=block,
+        num_warps=warps,
     )  # fmt: skip
     tu.record_launch("norm_act_combine_fwd" if combine else "norm_act_fwd")
     return out
@@ -311,11 +335,11 @@ def norm_act_backward(grad, z_pre, scale, shift, slope, n_logits=None, shortcut=
     dscale_rows = torch.zeros(b, c, dtype=tdt, device=z_pre.device)  # [B, C]
     dshift_rows = torch.zeros(b, c, dtype=tdt, device=z_pre.device)  # [B, C]
     if z_pre.numel() > 0:
-        block, warps = tu.row_block(h * w)
-        _norm_act_bwd_kernel[(c, b)](
+        rows, block, warps = tu.row_block(h * w)
+        _norm_act_bwd_kernel[(triton.cdiv(b * c, rows),)](
             grad, z_pre, scale, shift, n_logits, shortcut, dz, dlogit, ds, dscale_rows,
-            dshift_rows, s_g, s_z, s_param, s_logit, s_s, c, h * w, float(slope),
-            COMBINE=combine, CDT=cdt, BLOCK=block, num_warps=warps,
+            dshift_rows, s_g, s_z, s_param, s_logit, s_s, c, h * w, b * c, float(slope),
+            COMBINE=combine, CDT=cdt, ROWS=rows, BLOCK=block, num_warps=warps,
         )  # fmt: skip
         tu.record_launch("norm_act_combine_bwd" if combine else "norm_act_bwd")
     if scale_in.dim() == 1:  # BN: the parameters are shared over the batch

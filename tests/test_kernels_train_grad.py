@@ -23,6 +23,16 @@ pytest.importorskip("triton", reason="the fused kernels need triton (s2i-fast[tr
 SHAPE = (2, 3, 3, 5)  # small: gradcheck perturbs every element
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: these tiny convolutions gain nothing from two, and on a shared,
+    loaded box two threads made the discriminator test several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _t(*shape, mean=0.0, std=1.0, seed=0):
     g = torch.Generator().manual_seed(seed)
     t = torch.randn(*shape, generator=g, dtype=torch.float64) * std + mean

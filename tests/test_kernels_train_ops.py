@@ -18,7 +18,9 @@ from s2i_fast.errors import BackendUnavailable
 
 pytest.importorskip("triton", reason="the fused kernels need triton (s2i-fast[triton])")
 
-SHAPES = [(1, 3, 5, 7), (3, 13, 5, 7)]
+# the last: planes of 1517 > 1024 elements (the row kernels loop) and samples of 13653 > 8192
+# elements (several flat programs per sample, even with the interpreter's larger blocks)
+SHAPES = [(1, 3, 5, 7), (3, 13, 5, 7), (2, 9, 37, 41)]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 EXTRA = 2  # gate_logits carries EXTRA more channels than the slice the op reads
 
