@@ -43,8 +43,9 @@ def _backend_list(ctx, param, value: str) -> list[str]:
               help="Comma-separated batch sizes, e.g. 1,8,64,256.")
 @click.option("--resolution", type=click.Choice(["64", "128", "256"]), default="64",
               show_default=True, help="Model resolution (presets only).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
-              show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
+              help="Compute precision [default: an .onnx/.plan's own; fp32 for torch and ORT, "
+              "fp16 for triton and tensorrt].")
 @click.option("--device", default=None, help="cpu or cuda[:N] [default: cuda if available]")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Intra-op threads for torch and onnxruntime [default: library default].")
@@ -60,7 +61,7 @@ def bench(
     backends: list[str],
     batches: list[int],
     resolution: str,
-    precision: str,
+    precision: str | None,
     device: str | None,
     threads: int | None,
     warmup: int,
