@@ -11,8 +11,8 @@ n_logits (Co):
 
 Every public function takes impl="ref" | "triton". "ref" runs the `_name_ref` torch code below
 (the specification; what ONNX export traces). "triton" runs the fused kernels (gate.py,
-norm_act.py) when their preconditions hold: triton installed and the tensors on CUDA, or on
-the CPU with TRITON_INTERPRET=1; dtypes fp16/bf16/fp32 (fp32 math) or fp64. Otherwise it falls
+norm_act_kernels.py) when their preconditions hold: triton installed and the tensors on CUDA,
+or on the CPU with TRITON_INTERPRET=1; dtypes fp16/bf16/fp32 (fp32 math) or fp64. Otherwise it falls
 back to the reference with one warning (S2I_TRITON_STRICT=1 makes that an error instead);
 `s2i_fast.kernels._triton_utils.LAUNCHES` counts the kernels that ran.
 
@@ -104,7 +104,7 @@ def norm_act(
 ) -> torch.Tensor:
     """LeakyReLU(z_pre * scale + shift); z_pre [B, C, H, W], scale/shift [B, C] or [C]."""
     if _use_triton("norm_act", impl, z_pre, scale, shift):
-        from s2i_fast.kernels.norm_act import NormActFunction
+        from s2i_fast.kernels.norm_act_kernels import NormActFunction
 
         return NormActFunction.apply(z_pre, scale, shift, float(slope))
     return _norm_act_ref(z_pre, scale, shift, slope)
@@ -132,7 +132,7 @@ def norm_act_combine(
 ) -> torch.Tensor:
     """(1 - n) * s + n * LeakyReLU(z_pre * scale + shift) in one kernel (the MRU's tail)."""
     if _use_triton("norm_act_combine", impl, z_pre, scale, shift, n_logits, shortcut):
-        from s2i_fast.kernels.norm_act import NormActCombineFunction
+        from s2i_fast.kernels.norm_act_kernels import NormActCombineFunction
 
         return NormActCombineFunction.apply(z_pre, scale, shift, float(slope), n_logits, shortcut)
     return _norm_act_combine_ref(z_pre, scale, shift, slope, n_logits, shortcut)
@@ -141,7 +141,7 @@ def norm_act_combine(
 def batch_stats(x: torch.Tensor, impl: str = "ref") -> tuple[torch.Tensor, torch.Tensor]:
     """(mean [C], biased var [C]) of x [B, C, H, W], fp32; one read of x on the fused path."""
     if _use_triton("batch_stats", impl, x):
-        from s2i_fast.kernels.norm_act import BatchStatsFunction
+        from s2i_fast.kernels.norm_act_kernels import BatchStatsFunction
 
         return BatchStatsFunction.apply(x)
     return _batch_stats_ref(x)

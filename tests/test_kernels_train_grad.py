@@ -42,7 +42,7 @@ def _t(*shape, mean=0.0, std=1.0, seed=0):
 def _cases():
     """(name, reference, Function.apply) pairs over the same fp64 leaves."""
     from s2i_fast.kernels.gate import GatedCombineFunction, GateMaskFunction
-    from s2i_fast.kernels.norm_act import (
+    from s2i_fast.kernels.norm_act_kernels import (
         BatchStatsFunction,
         NormActCombineFunction,
         NormActFunction,
