@@ -84,7 +84,8 @@ def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> None:
         if "accuracy" in fname:
             ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, ncol=2)
+        if ax.get_lines():
+            ax.legend(fontsize=8, ncol=2)
         fig.tight_layout()
         tmp = out_dir / f".{fname}.tmp.png"
         fig.savefig(tmp)

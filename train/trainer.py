@@ -124,6 +124,7 @@ class Trainer:
         self._rng_to_restore: dict[str, Any] | None = None
         self.metrics: MetricsLog | None = None
         self.stop_signal: str | None = None
+        self._started = False
         self.recoveries = 0
         self._consecutive_bad = 0
         self._last_good = self._snapshot()
@@ -416,13 +417,15 @@ class Trainer:
         """Train until `steps` (default tcfg.steps) are done or a signal arrives."""
         total = self.tcfg.steps if steps is None else steps
         tc = self.tcfg
-        if self.dist.is_main:
+        first_call = not self._started
+        self._started = True
+        if self.dist.is_main and self.metrics is None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.resumed_from)
         if self._rng_to_restore is not None:
             set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
-        elif self.resumed_from is None:
+        elif self.resumed_from is None and first_call:
             seed_everything(tc.seed + 1000 * self.dist.rank)
         old_handlers = {}
         import threading
@@ -439,7 +442,7 @@ class Trainer:
         start_step, t0 = self.step, time.perf_counter()
         last: dict[str, float] = {}
         try:
-            if self.step == 0 and self.dist.is_main and tc.sample_every > 0:
+            if first_call and self.step == 0 and self.dist.is_main and tc.sample_every > 0:
                 self.write_samples()
             batches = self._batches()
             while self.step < total:
