@@ -119,3 +119,54 @@ def test_gan_steps_converge_alike():
         rtol = 1e-5 if step == 0 else 1e-3
         assert abs(d1 - d0) <= rtol * abs(d0), f"step {step}: loss_d {d1:.7g} vs ref {d0:.7g}"
         assert abs(g1 - g0) <= rtol * abs(g0), f"step {step}: loss_g {g1:.7g} vs ref {g0:.7g}"
+
+
+def test_mru_under_bf16_autocast_is_as_close_to_fp32_as_torch():
+    """Mixed dtypes as training under autocast makes them: bf16 conv outputs (z_pre, the gate
+    logits), fp32 scale/shift from the norm, an fp32 x. The fused path's output and input
+    gradient may be at most 2x as far from the fp32 result as the reference path's, + 1 bf16
+    ulp of the largest value (the rule of _kernels_train_check)."""
+    from s2i_fast.model import MRU, ConditionalBatchNorm2d
+
+    torch.manual_seed(0)
+    mru = MRU(5, 1, 13, lambda c: ConditionalBatchNorm2d(c, CLASSES))
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 5, 9, 11, generator=gen)
+    image = torch.randn(3, 1, 9, 11, generator=gen)
+    label = torch.tensor([0, 2, 1])
+    weight = torch.randn(3, 13, 9, 11, generator=gen)
+
+    def run(impl: str, autocast: bool):
+        m = copy.deepcopy(mru)
+        m.impl = impl
+        xx = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = m(xx, image, label)
+        (y.float() * weight).sum().backward()
+        return y.float(), xx.grad
+
+    before = tu.launches_total()
+    y_tri, g_tri = run("triton", True)
+    assert tu.launches_total() > before, "impl='triton' ran no Triton kernel"
+    y_ref, g_ref = run("ref", True)
+    y_32, g_32 = run("ref", False)
+    eps = torch.finfo(torch.bfloat16).eps
+    for name, got, torch_lp, exact in (("output", y_tri, y_ref, y_32),
+                                       ("grad of x", g_tri, g_ref, g_32)):  # fmt: skip
+        tol = 2 * (torch_lp - exact).abs().max().item() + eps * exact.abs().max().item()
+        assert_close_to(f"autocast MRU {name}", got, exact, tol)
+
+
+def test_eval_mode_uses_running_statistics_on_the_fused_path():
+    torch.manual_seed(0)
+    g_ref = Generator(_cfg())
+    sketch, _, label, noise = _batch()
+    g_ref(sketch, label, noise)  # one training step's statistics into the running buffers
+    g_tri = copy.deepcopy(g_ref)
+    g_tri.set_impl("triton")
+    g_ref.eval()
+    g_tri.eval()
+    with torch.no_grad():
+        want = g_ref(sketch[:1], label[:1], noise[:1])
+        got = g_tri(sketch[:1], label[:1], noise[:1])  # batch 1: only running stats work
+    assert_close_to("eval-mode G output, batch 1", got, want, 1e-5)
