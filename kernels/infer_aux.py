@@ -14,7 +14,22 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+from s2i_fast.kernels import conv_igemm
 from s2i_fast.kernels.conv_igemm import _cast_out, interpreting
+
+
+@triton.jit
+def _pyramid_level(tile, dst_ptr, off, b, ty, tx, r: tl.constexpr, s: tl.constexpr,
+                   POOL: tl.constexpr, FIX_BF16: tl.constexpr):
+    """Store one level's [s, s] part of a tile (2x2-pooling the previous level's first when
+    POOL) into the [B, r, r] level at dst_ptr + off; return it."""
+    if POOL:  # [2s, 2s] -> [s, s]
+        tile = tl.sum(tl.sum(tl.reshape(tile, [s, 2, s, 2]), 3), 1) * 0.25
+    yl = tl.arange(0, s)
+    xl = tl.arange(0, s)
+    dst = dst_ptr + off + b * r * r + (ty * s + yl)[:, None] * r + (tx * s + xl)[None, :]
+    tl.store(dst, _cast_out(tile, dst_ptr, FIX_BF16))
+    return tile
 
 
 @triton.jit
@@ -37,15 +52,9 @@ def _pyramid_kernel(
     tile = tile.to(tl.float32)  # [T, T]
     off = 0
     for lvl in tl.static_range(LEVELS):
-        r: tl.constexpr = R >> lvl
-        s: tl.constexpr = T >> lvl
-        if lvl > 0:  # 2x2 mean of the previous level: [2s, 2s] -> [s, s]
-            tile = tl.sum(tl.sum(tl.reshape(tile, [s, 2, s, 2]), 3), 1) * 0.25
-        yl = tl.arange(0, s)
-        xl = tl.arange(0, s)
-        dst = dst_ptr + off + b * r * r + (ty * s + yl)[:, None] * r + (tx * s + xl)[None, :]
-        tl.store(dst, _cast_out(tile, dst_ptr, FIX_BF16))
-        off += B * r * r
+        tile = _pyramid_level(tile, dst_ptr, off, b, ty, tx, R >> lvl, T >> lvl, lvl > 0,
+                              FIX_BF16)
+        off += B * (R >> lvl) * (R >> lvl)
 
 
 @triton.jit
@@ -91,8 +100,12 @@ def sketch_pyramid(sketch: torch.Tensor, flat: torch.Tensor) -> dict[int, torch.
     b, _, res, _ = sketch.shape
     levels = pyramid_levels(res)
     t = res // 4
-    _pyramid_kernel[(b, 16)](sketch, flat, b, R=res, T=t, LEVELS=len(levels),
-                               FIX_BF16=interpreting())
+    args = [sketch, flat, b]
+    meta = dict(R=res, T=t, LEVELS=len(levels), FIX_BF16=interpreting())
+    if conv_igemm.RECORDER is not None:
+        conv_igemm.RECORDER.append(("pyramid", args, meta))
+    else:
+        _pyramid_kernel[(b, 16)](*args, **meta, num_warps=4)
     return pyramid_views(flat, b, res)
 
 
@@ -122,9 +135,13 @@ def noise_fc(noise: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out: torch.T
     batch, nd = noise.shape
     nc = out.shape[3]
     bn = 64
-    _noise_fc_kernel[(batch, triton.cdiv(16 * nc, bn))](
-        noise, w, b, out, out.stride(0), out.stride(2), ND=nd, NC=nc,
-        BKD=max(16, 1 << (nd - 1).bit_length()), BN=bn, FIX_BF16=interpreting())
+    args = [noise, w, b, out, out.stride(0), out.stride(2)]
+    meta = dict(ND=nd, NC=nc, BKD=max(16, 1 << (nd - 1).bit_length()), BN=bn,
+                FIX_BF16=interpreting())
+    if conv_igemm.RECORDER is not None:
+        conv_igemm.RECORDER.append(("noise_fc", args, meta))
+    else:
+        _noise_fc_kernel[(batch, triton.cdiv(16 * nc, bn))](*args, **meta, num_warps=4)
 
 
 def noise_fc_ref(noise: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,

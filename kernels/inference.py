@@ -114,6 +114,13 @@ class TritonGenerator:
         conv_igemm, infer_aux = _import_kernels()
         device = torch.device(device)
         _check_device(device, conv_igemm)
+        return cls._fold_generator(gen, dtype, device, cuda_graph)
+
+    @classmethod
+    def _fold_generator(cls, gen: torch.nn.Module, dtype: torch.dtype, device: torch.device,
+                        cuda_graph: bool = True) -> TritonGenerator:
+        """from_generator without the device check (compile_check traces launches with it)."""
+        conv_igemm, infer_aux = _import_kernels()
         if dtype not in _DTYPES:
             raise EngineError(f"triton backend dtype must be one of {_DTYPES}, got {dtype}")
         self = cls()
