@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     import triton
 
     gen = build_generator(args, torch)
-    dev_name = torch.cuda.get_device_name() if cuda else f"cpu {platform.machine()} (triton interpreter)"
+    dev_name = (torch.cuda.get_device_name() if cuda
+                else f"cpu {platform.machine()} (triton interpreter)")
     meta = dict(device=dev_name, torch=torch.__version__, triton=triton.__version__,
                 cuda=torch.version.cuda or "", git_commit=git_commit(),
                 preset="micro" if args.smoke else gen.cfg.preset, base=gen.cfg.base,
