@@ -21,7 +21,7 @@ import time
 _PTR = {"fp32": "*fp32", "bf16": "*bf16", "fp16": "*fp16"}
 _FP32_ARGS = {"mean_ptr", "m2_ptr", "gmean_ptr", "gvar_ptr", "scale_ptr", "shift_ptr",
               "dscale_ptr", "dshift_ptr"}  # fmt: skip
-_FLOAT_ARGS = {"slope", "inv_n"}
+_FLOAT_ARGS = {"slope", "inv_n", "hw"}
 
 
 def jobs(quick: bool = False) -> list[tuple]:
@@ -35,6 +35,7 @@ def jobs(quick: bool = False) -> list[tuple]:
     flat = [gate._gate_mask_fwd_kernel, gate._gate_mask_bwd_kernel,
             gate._gated_combine_fwd_kernel, gate._gated_combine_bwd_kernel]  # fmt: skip
     rows = [(nak._row_stats_kernel, None), (nak._stats_bwd_kernel, None)]
+    merge = nak._stats_merge_kernel
     rows += [(k, c) for k in (nak._norm_act_fwd_kernel, nak._norm_act_bwd_kernel)
              for c in (False, True)]  # fmt: skip
     out = []
@@ -49,11 +50,15 @@ def jobs(quick: bool = False) -> list[tuple]:
                     s[name] = "*fp32" if name in _FP32_ARGS else _PTR[dt]
                 else:
                     s[name] = "fp32" if name in _FLOAT_ARGS else "i32"
+            if fn is merge:  # reads and writes only the fp32 statistics
+                s.update({n: "*fp32" for n in s if n.endswith("_ptr")})
             return s
 
         for fn in flat:
             consts = {"CDT": tl.float32, "BLOCK": 1024}
             out.append((fn, sig(fn, consts), consts, 4))
+        consts = {"CDT": tl.float32, "BLOCK_C": 128}
+        out.append((merge, sig(merge, consts), consts, 4))
         for hw in planes:
             n_rows, block, warps = _row_block_gpu(hw)
             for fn, combine in rows:
