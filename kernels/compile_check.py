@@ -60,10 +60,9 @@ def compile_all(records: list[tuple], arch: int = 90, all_configs: bool = False,
                 progress: bool = True) -> list[dict]:
     """Compile each distinct (kernel, signature, constexprs, config); one row per compile."""
     import triton
+    from s2i_fast.kernels import conv_igemm, infer_aux
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-
-    from s2i_fast.kernels import conv_igemm, infer_aux
 
     if type(conv_igemm._conv_kernel).__name__ == "InterpretedFunction":
         raise RuntimeError("compile_check needs TRITON_INTERPRET unset")
@@ -73,10 +72,10 @@ def compile_all(records: list[tuple], arch: int = 90, all_configs: bool = False,
         kind, args, meta = rec[0], rec[1], rec[2]
         if kind == "conv":
             fn = conv_igemm._conv_kernel
-            m, n, c = rec[3], rec[4], rec[5]
+            m, n = rec[3], rec[4]
             cfgs = [dict(BM=bm, BN=bn, BK=bk, num_warps=w, num_stages=s)
                     for bm, bn, bk, w, s in conv_igemm._GPU_CONFIGS
-                    if bm <= max(16, conv_igemm._npow2(m)) and bn <= max(64, conv_igemm._npow2(n))]
+                    if conv_igemm.config_fits(bm, bn, m, n)]
             if not all_configs:  # the largest tile (most shared memory) and the smallest
                 cfgs = sorted({(c["BM"] * c["BN"], i): c for i, c in enumerate(cfgs)}.items())
                 cfgs = [cfgs[0][1], cfgs[-1][1]] if len(cfgs) > 1 else [cfgs[0][1]]

@@ -257,11 +257,16 @@ def _npow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
+def config_fits(bm: int, bn: int, m: int, n: int) -> bool:
+    """Autotune pruning: no tile taller than the GEMM's rows (>= 16) or wider than its columns
+    (>= 64)."""
+    return bm <= max(16, _npow2(m)) and bn <= max(64, _npow2(n))
+
+
 def _prune(configs, named_args, **kwargs):  # noqa: ANN001, ANN202  (autotune hook)
     m = named_args.get("M", kwargs.get("M"))
     n = named_args.get("N", kwargs.get("N"))
-    keep = [c for c in configs
-            if c.kwargs["BM"] <= max(16, _npow2(m)) and c.kwargs["BN"] <= max(64, _npow2(n))]
+    keep = [c for c in configs if config_fits(c.kwargs["BM"], c.kwargs["BN"], m, n)]
     return keep or configs[:1]
 
 
@@ -322,7 +327,8 @@ def _launch(*, x, w, n_out, out, out_strides, batch, ho, wo, image=None, bias=No
         C1=c1, C2=c2, C3=c3, N=n_out, CX=cx, KS=ksize, STRIDE=stride, UP=UPS[upsample],
         EPI=epi, ACT=ACTS[act], HAS_BIAS=bias is not None, HAS_NORM=scale is not None,
         GATHER_X=gather_x, GATHER_SC=gather_sc,
-        NEED_LABEL=gather_x or gather_sc or scale is not None, IDENT_SC=(epi == EPI_Z and ws is None),
+        NEED_LABEL=gather_x or gather_sc or scale is not None,
+        IDENT_SC=(epi == EPI_Z and ws is None),
         R1=c1 < RANK1_BELOW, R2=c2 < RANK1_BELOW, R3=c3 < RANK1_BELOW,
         UPCAST=interpreting() and w.dtype == torch.bfloat16,
         IEEE=w.dtype == torch.float32,
