@@ -51,6 +51,19 @@ def graphs(gen, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def session(graphs):
+    """name -> OrtSession (CPU), created once per graph."""
+    cache: dict[str, OrtSession] = {}
+
+    def get(name: str) -> OrtSession:
+        if name not in cache:
+            cache[name] = OrtSession(graphs[name], device="cpu")
+        return cache[name]
+
+    return get
+
+
 def _inputs(batch: int, kind: str, seed: int = 0):
     rng = np.random.default_rng(seed)
     if kind == "random":
@@ -116,44 +129,44 @@ def test_dynamic_and_raw_signatures(graphs):
 
 @pytest.mark.parametrize("kind", ["random", "drawn"])
 @pytest.mark.parametrize("name,batch", [("b1", 1), ("b3", 3), ("dyn", 1), ("dyn", 3)])
-def test_ort_matches_torch_uint8(gen, graphs, name, batch, kind):
+def test_ort_matches_torch_uint8(gen, session, name, batch, kind):
     sketch, label, noise = _inputs(batch, kind, seed=batch)
-    got = OrtSession(graphs[name], device="cpu").run(sketch, label, noise)
+    got = session(name).run(sketch, label, noise)
     _assert_uint8_close(got, _torch_ref(gen, sketch, label, noise))
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_ort_matches_torch_raw(gen, graphs, batch):
+def test_ort_matches_torch_raw(gen, session, batch):
     sketch, label, noise = _inputs(batch, "drawn", seed=7)
     x = _to_raw(sketch)
-    got = OrtSession(graphs["raw_dyn"], device="cpu").run(x, label, noise)
+    got = session("raw_dyn").run(x, label, noise)
     want = _torch_ref(gen, x, label, noise, raw=True)
     assert got.shape == (batch, 3, RES, RES)
     assert np.abs(got - want).max() <= 1e-4
     assert want.std() > 0.05  # the comparison is not between two constant images
 
 
-def test_fp16_graph_runs_and_is_close(gen, graphs):
+def test_fp16_graph_runs_and_is_close(gen, graphs, session):
     sketch, label, noise = _inputs(3, "drawn", seed=3)
     x = _to_raw(sketch)
     want = _torch_ref(gen, x, label, noise, raw=True)
     torch16 = _torch_ref(gen, x, label, noise, raw=True, precision="fp16")
     own = np.abs(torch16 - want).max()
-    got = OrtSession(graphs["fp16_raw"], device="cpu").run(x, label, noise)
+    got = session("fp16_raw").run(x, label, noise)
     assert got.dtype == np.float32
     assert np.abs(got - want).max() <= 2 * own + 1e-3, (np.abs(got - want).max(), own)
     model, meta = load_onnx(graphs["fp16_dyn"])
     assert meta.precision == "fp16"
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
-    img = OrtSession(graphs["fp16_dyn"], device="cpu").run(sketch, label, noise)
+    img = session("fp16_dyn").run(sketch, label, noise)
     _assert_uint8_close(img, _torch_ref(gen, sketch, label, noise), max_levels=4, max_fraction=0.05)
 
 
-def test_static_graph_rejects_other_batch(graphs):
+def test_static_graph_rejects_other_batch(session):
     sketch, label, noise = _inputs(3, "random")
     with pytest.raises(EngineError, match="onnxruntime rejected"):  # Engine pads smaller ones
-        OrtSession(graphs["b1"], device="cpu").run(sketch, label, noise)
+        session("b1").run(sketch, label, noise)
 
 
 def test_spectral_norm_is_baked():
