@@ -73,12 +73,15 @@ def compile_all(records: list[tuple], arch: int = 90, all_configs: bool = False,
         if kind == "conv":
             fn = conv_igemm._conv_kernel
             m, n = rec[3], rec[4]
-            cfgs = [dict(BM=bm, BN=bn, BK=bk, num_warps=w, num_stages=s)
-                    for bm, bn, bk, w, s in conv_igemm._GPU_CONFIGS
-                    if conv_igemm.config_fits(bm, bn, m, n)]
-            if not all_configs:  # the largest tile (most shared memory) and the smallest
-                cfgs = sorted({(c["BM"] * c["BN"], i): c for i, c in enumerate(cfgs)}.items())
-                cfgs = [cfgs[0][1], cfgs[-1][1]] if len(cfgs) > 1 else [cfgs[0][1]]
+            cfgs = [dict(BM=bm, BN=bn, BK=bk, SPLIT=sp, num_warps=w, num_stages=s)
+                    for bm, bn, bk, w, s, sp in conv_igemm._GPU_CONFIGS
+                    if conv_igemm.config_fits(bm, bn, m, n, sp, meta["KS"])]
+            if not all_configs:  # smallest and largest tile, and the largest split-K
+                plain = sorted((c for c in cfgs if c["SPLIT"] == 1),
+                               key=lambda c: c["BM"] * c["BN"])
+                split = [c for c in cfgs if c["SPLIT"] > 1]
+                cfgs = [c for c in cfgs if plain and c in (plain[0], plain[-1])]
+                cfgs += split[-1:]
         else:
             fn = infer_aux._pyramid_kernel if kind == "pyramid" else infer_aux._noise_fc_kernel
             cfgs = [dict(num_warps=4, num_stages=3)]
@@ -103,8 +106,8 @@ def compile_all(records: list[tuple], arch: int = 90, all_configs: bool = False,
         limit = SMEM_LIMIT.get(arch, 232448)
         if err is None and shared > limit:
             err = f"shared memory {shared} B > {limit} B"
-        short = {k: v for k, v in consts.items() if k in ("C1", "C2", "C3", "N", "EPI", "UP",
-                                                          "STRIDE", "BM", "BN", "BK", "R", "NC")}
+        short = {k: v for k, v in consts.items() if k in (
+            "C1", "C2", "C3", "N", "EPI", "UP", "STRIDE", "BM", "BN", "BK", "SPLIT", "R", "NC")}
         rows.append(dict(kernel=fn.__name__, consts=short, cfg=opts, shared=shared, error=err,
                          seconds=round(time.time() - t0, 2)))
         if progress:

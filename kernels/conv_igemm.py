@@ -120,6 +120,8 @@ def _conv_kernel(
     sshift_ptr,  # EPI_Z: [classes, N]
     out_ptr,  # output (EPI_GATE: m*x [B, Ho, Wo, CX])
     out2_ptr,  # EPI_GATE: n [B, Ho, Wo, N - CX]
+    split_ws_ptr,  # SPLIT > 1: fp32 workspace, one zeroed [BM, BN] tile per output tile
+    split_cnt_ptr,  # SPLIT > 1: int32 arrival count per output tile (zeroed)
     M,  # output rows B*Ho*Wo
     Hin, Win, Ho, Wo,  # noqa: E231  input and output spatial sizes
     slope,  # LeakyReLU slope
@@ -139,6 +141,7 @@ def _conv_kernel(
     UPCAST: tl.constexpr,  # interpreter + bf16: fp32 dots, bf16 stores rounded by hand
     IEEE: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+    SPLIT: tl.constexpr,  # split-K over the taps: 1, 3 or 9 programs per output tile
 ):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -163,34 +166,70 @@ def _conv_kernel(
     PAD: tl.constexpr = (KS - 1) // 2
     CIN: tl.constexpr = C1 + C2
     acc = tl.zeros([BM, BN], dtype=tl.float32)
-    for kh in tl.static_range(KS):
-        for kw in tl.static_range(KS):
-            if UP > 0:  # tap address in the x2 upsampled image, read from the small one
-                hu = ho + (kh - PAD)
-                wu = wo + (kw - PAD)
-                valid = mask_m & (hu >= 0) & (hu < Ho) & (wu >= 0) & (wu < Wo)
-                hu = tl.maximum(hu, 0)
-                wu = tl.maximum(wu, 0)
-                hi = hu // 2
-                wi = wu // 2
-                if UP == 2:
-                    par = (hu % 2) * 2 + (wu % 2)  # pixel shuffle: channel 4c + 2i + j
-                else:
-                    par = zero_m
+    TPS: tl.constexpr = KS * KS // SPLIT  # taps per split
+    for t in tl.static_range(TPS):
+        if SPLIT == 1:
+            tap = t
+        else:  # split-K: program pid_k sums taps [pid_k * TPS, (pid_k + 1) * TPS)
+            tap = tl.program_id(2) * TPS + t
+        kh = tap // KS
+        kw = tap % KS
+        if UP > 0:  # tap address in the x2 upsampled image, read from the small one
+            hu = ho + (kh - PAD)
+            wu = wo + (kw - PAD)
+            valid = mask_m & (hu >= 0) & (hu < Ho) & (wu >= 0) & (wu < Wo)
+            hu = tl.maximum(hu, 0)
+            wu = tl.maximum(wu, 0)
+            hi = hu // 2
+            wi = wu // 2
+            if UP == 2:
+                par = (hu % 2) * 2 + (wu % 2)  # pixel shuffle: channel 4c + 2i + j
             else:
-                hi = ho * STRIDE + (kh - PAD)
-                wi = wo * STRIDE + (kw - PAD)
-                valid = mask_m & (hi >= 0) & (hi < Hin) & (wi >= 0) & (wi < Win)
                 par = zero_m
-            pix = hi * Win + wi
-            acc = _accum(acc, x_ptr, w_ptr, bx * x_bs + pix * x_ps, valid, par,
-                         (kh * KS + kw) * CIN, offs_n, mask_n, N, C1,
-                         4 if UP == 2 else 1, BK, R1, UPCAST, IEEE)
-            if C2 > 0:
-                acc = _accum(acc, img_ptr, w_ptr, b * img_bs + pix * img_ps, valid, zero_m,
-                             (kh * KS + kw) * CIN + C1, offs_n, mask_n, N, C2,
-                             1, BK, R2, UPCAST, IEEE)
+        else:
+            hi = ho * STRIDE + (kh - PAD)
+            wi = wo * STRIDE + (kw - PAD)
+            valid = mask_m & (hi >= 0) & (hi < Hin) & (wi >= 0) & (wi < Win)
+            par = zero_m
+        pix = hi * Win + wi
+        acc = _accum(acc, x_ptr, w_ptr, bx * x_bs + pix * x_ps, valid, par, tap * CIN, offs_n,
+                     mask_n, N, C1, 4 if UP == 2 else 1, BK, R1, UPCAST, IEEE)
+        if C2 > 0:
+            acc = _accum(acc, img_ptr, w_ptr, b * img_bs + pix * img_ps, valid, zero_m,
+                         tap * CIN + C1, offs_n, mask_n, N, C2, 1, BK, R2, UPCAST, IEEE)
 
+    if SPLIT > 1:  # add the partial tile into the workspace; the last split runs the epilogue
+        tile = pid_m * tl.num_programs(1) + pid_n
+        wofs = tile * (BM * BN) + tl.arange(0, BM)[:, None] * BN + tl.arange(0, BN)[None, :]
+        tl.atomic_add(split_ws_ptr + wofs, acc)
+        tl.debug_barrier()  # every warp's adds precede the count (release below)
+        done = tl.atomic_add(split_cnt_ptr + tile, 1)
+        is_last = done == SPLIT - 1
+    else:
+        is_last = True
+    if is_last:
+        if SPLIT > 1:  # read the sum (an atomic read: coherent at L2), leave zeros behind
+            zeros = tl.zeros([BM, BN], dtype=tl.float32)
+            acc = tl.atomic_add(split_ws_ptr + wofs, zeros)
+            tl.store(split_ws_ptr + wofs, zeros)
+            tl.store(split_cnt_ptr + tile, 0)
+        _epilogue(acc, offs_n, mask_m, mask_n, b, hw, lab, bx, zero_m, x_ptr, bias_ptr,
+                  scale_ptr, shift_ptr, aux_ptr, sc_ptr, ws_ptr, sscale_ptr, sshift_ptr,
+                  out_ptr, out2_ptr, slope, x_bs, x_ps, aux_bs, aux_ps, sc_bs, sc_ps, out_bs,
+                  out_ps, out_cs, out2_bs, out2_ps, C3, N, CX, EPI, ACT, HAS_BIAS, HAS_NORM,
+                  GATHER_SC, IDENT_SC, R3, UPCAST, IEEE, BM, BN, BK)
+
+
+@triton.jit
+def _epilogue(acc, offs_n, mask_m, mask_n, b, hw, lab, bx, zero_m, x_ptr, bias_ptr, scale_ptr,
+              shift_ptr, aux_ptr, sc_ptr, ws_ptr, sscale_ptr, sshift_ptr, out_ptr, out2_ptr,
+              slope, x_bs, x_ps, aux_bs, aux_ps, sc_bs, sc_ps, out_bs, out_ps, out_cs, out2_bs,
+              out2_ps, C3: tl.constexpr, N: tl.constexpr, CX: tl.constexpr, EPI: tl.constexpr,
+              ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_NORM: tl.constexpr,
+              GATHER_SC: tl.constexpr, IDENT_SC: tl.constexpr, R3: tl.constexpr,
+              UPCAST: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+              BK: tl.constexpr):
+    """Bias, folded norm, activation / MRU math and the stores (see the module doc)."""
     mask_2d = mask_m[:, None] & mask_n[None, :]
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0)[None, :]
@@ -245,41 +284,71 @@ def _conv_kernel(
 # keyed on the shapes that matter, with configs pruned to the GEMM's size (no 128-row tiles for a
 # 16-row GEMM at batch 1). Tuning happens on the first call, i.e. in a warm-up before any CUDA
 # graph capture.
-_GPU_CONFIGS = [
+_BASE_CONFIGS = [  # (BM, BN, BK, num_warps, num_stages)
+    (16, 16, 128, 2, 4), (16, 32, 128, 4, 4), (32, 32, 64, 4, 4),  # few-program GEMMs (batch 1)
+    (128, 16, 32, 4, 3), (64, 32, 64, 4, 3),  # narrow outputs (final conv: N = 3)
     (16, 64, 64, 4, 4), (16, 128, 64, 4, 4), (32, 64, 64, 4, 4), (32, 128, 64, 4, 3),
     (64, 64, 64, 4, 3), (64, 128, 32, 4, 3), (128, 64, 32, 4, 3), (128, 128, 32, 8, 3),
 ]
+# (BM, BN, BK, num_warps, num_stages, SPLIT): split-K over taps for the weight-streaming GEMMs
+_GPU_CONFIGS = [c + (1,) for c in _BASE_CONFIGS] + [
+    c + (sp,) for c in [(16, 16, 128, 2, 4), (16, 32, 128, 4, 4), (16, 64, 64, 4, 4)]
+    for sp in (3, 9)]
 _TUNED = None
 RECORDER: list | None = None  # set to a list: launchers record (kind, args, meta, ...) instead
+_WORKSPACES: dict = {}  # device -> [(fp32 workspace, int32 counters)], all kept alive
 
 
 def _npow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def config_fits(bm: int, bn: int, m: int, n: int) -> bool:
-    """Autotune pruning: no tile taller than the GEMM's rows (>= 16) or wider than its columns
-    (>= 64)."""
-    return bm <= max(16, _npow2(m)) and bn <= max(64, _npow2(n))
+def config_fits(bm: int, bn: int, m: int, n: int, split: int = 1, ks: int = 3) -> bool:
+    """Autotune pruning: no tile taller than the GEMM's rows or wider than its columns (>= 16);
+    narrow tiles (BN < 64) only for narrow outputs or where wide ones would leave most of the
+    GPU idle (fewer than ~2 programs per SM: the deep layers at small batch stream weights);
+    split-K only for 3x3 convs whose tiles alone would not fill the GPU (< 132 programs)."""
+    if bm > max(16, _npow2(m)) or bn > max(16, _npow2(n)):
+        return False
+    if split > 1 and (ks != 3 or triton.cdiv(m, bm) * triton.cdiv(n, bn) >= 132):
+        return False
+    return bn >= 64 or bn >= n or triton.cdiv(m, 16) * triton.cdiv(n, 64) < 264
 
 
 def _prune(configs, named_args, **kwargs):  # noqa: ANN001, ANN202  (autotune hook)
-    m = named_args.get("M", kwargs.get("M"))
-    n = named_args.get("N", kwargs.get("N"))
-    keep = [c for c in configs if config_fits(c.kwargs["BM"], c.kwargs["BN"], m, n)]
+    def arg(name: str):  # noqa: ANN202
+        return named_args.get(name, kwargs.get(name))
+
+    m, n, ks = arg("M"), arg("N"), arg("KS")
+    keep = [c for c in configs
+            if config_fits(c.kwargs["BM"], c.kwargs["BN"], m, n, c.kwargs["SPLIT"], ks)]
     return keep or configs[:1]
 
 
 def _tuned_kernel():  # noqa: ANN202
     global _TUNED
     if _TUNED is None:
-        cfgs = [triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=w, num_stages=s)
-                for bm, bn, bk, w, s in _GPU_CONFIGS]
+        cfgs = [triton.Config({"BM": bm, "BN": bn, "BK": bk, "SPLIT": sp}, num_warps=w,
+                              num_stages=s) for bm, bn, bk, w, s, sp in _GPU_CONFIGS]
         _TUNED = triton.autotune(
             configs=cfgs, key=["M", "N", "C1", "C2", "C3", "EPI", "UP", "STRIDE", "KS"],
             prune_configs_by={"early_config_prune": _prune},
         )(_conv_kernel)
     return _TUNED
+
+
+def split_workspace(device: torch.device, m: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeroed split-K workspace big enough for any tiling of an [m, n] output (every split
+    launch leaves it zeroed again). Grows by allocating a new one; old ones stay alive, since a
+    captured CUDA graph may still point at them. Warm-up (before capture) does the growing."""
+    need_ws, need_cnt = (m + 127) * (n + 127), triton.cdiv(m, 16) * triton.cdiv(n, 16)
+    pool = _WORKSPACES.setdefault(str(device), [])
+    if not pool or pool[-1][0].numel() < need_ws or pool[-1][1].numel() < need_cnt:
+        size_ws = max(need_ws, pool[-1][0].numel() if pool else 0)
+        size_cnt = max(need_cnt, pool[-1][1].numel() if pool else 0)
+        pool.append((torch.zeros(size_ws, device=device, dtype=torch.float32),
+                     torch.zeros(size_cnt, device=device, dtype=torch.int32)))
+    return pool[-1]
 
 
 def interpreter_blocks(m: int, n: int, c: int) -> tuple[int, int, int]:
@@ -300,7 +369,7 @@ def _strides(t: torch.Tensor, name: str) -> tuple[int, int]:
 def _launch(*, x, w, n_out, out, out_strides, batch, ho, wo, image=None, bias=None, scale=None,
             shift=None, label=None, aux=None, sc=None, ws=None, sscale=None, sshift=None,
             out2=None, ksize=3, stride=1, upsample=None, epi=EPI_PLAIN, act="none",
-            slope=0.2, gather_x=False, gather_sc=False, cx=0) -> None:
+            slope=0.2, gather_x=False, gather_sc=False, cx=0, split=None) -> None:
     c1 = x.shape[3] // 4 if upsample == "pixelshuffle" else x.shape[3]  # GEMM channels
     c2 = 0 if image is None else image.shape[3]
     c3 = 0 if (sc is None or ws is None) else sc.shape[3]
@@ -319,7 +388,7 @@ def _launch(*, x, w, n_out, out, out_strides, batch, ho, wo, image=None, bias=No
         aux if aux is not None else dummy, sc if sc is not None else dummy,
         ws if ws is not None else dummy, sscale if sscale is not None else dummy,
         sshift if sshift is not None else dummy, out, out2 if out2 is not None else dummy,
-        m, hin, win, ho, wo, float(slope),
+        *split_workspace(w.device, m, n_out), m, hin, win, ho, wo, float(slope),
         x_bs, x_ps, img_bs, img_ps, aux_bs, aux_ps, sc_bs, sc_ps,
         *out_strides, out2_bs, out2_ps,
     ]
@@ -336,13 +405,16 @@ def _launch(*, x, w, n_out, out, out_strides, batch, ho, wo, image=None, bias=No
     if RECORDER is not None:  # compile check: record the launch instead of running it
         RECORDER.append(("conv", args, meta, m, n_out, max(c1, c3)))
         return
-    if interpreting() or not x.is_cuda:
+    if split is not None or interpreting() or not x.is_cuda:
         bm, bn, bk = interpreter_blocks(m, n_out, max(c1, c3))
-        grid = (triton.cdiv(m, bm), triton.cdiv(n_out, bn))
-        _conv_kernel[grid](*args, **meta, BM=bm, BN=bn, BK=bk, num_warps=4)
+        sp = split or 1
+        if sp not in (1, 3, 9) or (sp > 1 and ksize != 3):
+            raise ValueError(f"split must be 1, 3 or 9 (3x3 convs only), got {sp}")
+        grid = (triton.cdiv(m, bm), triton.cdiv(n_out, bn), sp)
+        _conv_kernel[grid](*args, **meta, BM=bm, BN=bn, BK=bk, SPLIT=sp, num_warps=4)
     else:
         def grid(mt):  # noqa: ANN001, ANN202
-            return (triton.cdiv(m, mt["BM"]), triton.cdiv(n_out, mt["BN"]))
+            return (triton.cdiv(m, mt["BM"]), triton.cdiv(n_out, mt["BN"]), mt["SPLIT"])
 
         _tuned_kernel()[grid](*args, **meta)
 
@@ -352,12 +424,15 @@ def conv_nhwc(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, *,
               scale: torch.Tensor | None = None, shift: torch.Tensor | None = None,
               label: torch.Tensor | None = None, ksize: int = 3, stride: int = 1,
               upsample: str | None = None, act: str = "none", slope: float = 0.2,
-              gather_x: bool = False, out_nchw: bool = False) -> torch.Tensor:
+              gather_x: bool = False, out_nchw: bool = False,
+              split: int | None = None) -> torch.Tensor:
     """out = act(norm(conv([x, image], w) + bias)), written in place and returned.
 
     x [B|classes, Hin, Win, C1] NHWC (indexed by label[b] when gather_x), image [B, Hin, Win, C2],
     w [ksize*ksize*(C1+C2), N] (see ``weight_to_gemm``), bias [N], scale/shift [classes, N],
     label [B] int64. out: NHWC [B, Ho, Wo, N] (a channel slice is fine), or NCHW when out_nchw.
+    split: force split-K over the taps (1, 3 or 9) with the fixed block table (tests); None:
+    autotuned on CUDA (split-K included), 1 under the interpreter. Same for the MRU launchers.
     """
     if out_nchw:
         batch, n_out, ho, wo = out.shape
@@ -370,34 +445,37 @@ def conv_nhwc(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, *,
         strides = (bs, ps, 1)
     _launch(x=x, w=w, n_out=n_out, out=out, out_strides=strides, batch=batch, ho=ho, wo=wo,
             image=image, bias=bias, scale=scale, shift=shift, label=label, ksize=ksize,
-            stride=stride, upsample=upsample, act=act, slope=slope, gather_x=gather_x)
+            stride=stride, upsample=upsample, act=act, slope=slope, gather_x=gather_x,
+            split=split)
     return out
 
 
 def conv_gate_nhwc(x: torch.Tensor, image: torch.Tensor, w: torch.Tensor, bias: torch.Tensor,
                    mx_out: torch.Tensor, n_out: torch.Tensor, *,
-                   label: torch.Tensor | None = None, gather_x: bool = False) -> None:
+                   label: torch.Tensor | None = None, gather_x: bool = False,
+                   split: int | None = None) -> None:
     """MRU gate conv: g = sigmoid(conv3x3([x, image]) + bias) with Cx + Co channels;
     mx_out = g[..., :Cx] * x  [B, H, W, Cx],  n_out = g[..., Cx:]  [B, H, W, Co]."""
     batch, ho, wo, cx = mx_out.shape
     bs, ps = _strides(mx_out, "mx_out")
     _launch(x=x, w=w, n_out=cx + n_out.shape[3], out=mx_out, out_strides=(bs, ps, 1),
             batch=batch, ho=ho, wo=wo, image=image, bias=bias, label=label, out2=n_out,
-            epi=EPI_GATE, gather_x=gather_x, cx=cx)
+            epi=EPI_GATE, gather_x=gather_x, cx=cx, split=split)
 
 
 def conv_z_nhwc(mx: torch.Tensor, image: torch.Tensor, w: torch.Tensor, scale: torch.Tensor,
                 shift: torch.Tensor, label: torch.Tensor, n: torch.Tensor, x: torch.Tensor,
                 out: torch.Tensor, *, w_short: torch.Tensor | None = None,
                 sscale: torch.Tensor | None = None, sshift: torch.Tensor | None = None,
-                slope: float = 0.2, gather_sc: bool = False) -> None:
+                slope: float = 0.2, gather_sc: bool = False, split: int | None = None) -> None:
     """MRU z conv: z = leaky(norm(conv3x3([mx, image]))), s = x (w_short None) or
     norm_s(conv1x1(x, w_short)), out = (1 - n) * s + n * z  [B, H, W, Co]."""
     batch, ho, wo, co = out.shape
     bs, ps = _strides(out, "out")
     _launch(x=mx, w=w, n_out=co, out=out, out_strides=(bs, ps, 1), batch=batch, ho=ho, wo=wo,
             image=image, scale=scale, shift=shift, label=label, aux=n, sc=x, ws=w_short,
-            sscale=sscale, sshift=sshift, epi=EPI_Z, slope=slope, gather_sc=gather_sc)
+            sscale=sscale, sshift=sshift, epi=EPI_Z, slope=slope, gather_sc=gather_sc,
+            split=split)
 
 
 def weight_to_gemm(w: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -123,3 +123,25 @@ def test_non_nhwc_input_is_rejected() -> None:
     x = torch.randn(1, 4, 5, 6).permute(0, 2, 1, 3)  # pixels not dense rows
     with pytest.raises(ValueError, match="NHWC"):
         K.conv_nhwc(x, torch.randn(54, 2), torch.empty(1, 5, 4, 2))
+
+
+@pytest.mark.parametrize("split", [3, 9])
+def test_split_k_matches_and_leaves_workspace_zeroed(split: int) -> None:
+    """Split-K over the taps (the batch-1 path for weight-streaming layers): partial tiles are
+    atomically summed in a workspace and the last program runs the epilogue; two calls in a row
+    give the same answer (the workspace and counters are reset by the kernel itself)."""
+    g = torch.Generator().manual_seed(split)
+    x, img = torch.randn(3, 19, 5, 7, generator=g), torch.randn(3, 1, 5, 7, generator=g)
+    wt = torch.randn(10, 20, 3, 3, generator=g) * 0.3
+    label = torch.tensor([0, 2, 1])
+    scale, shift = torch.rand(3, 10, generator=g) + 0.5, torch.randn(3, 10, generator=g)
+    ref = K.conv_plain_ref(torch.cat([x, img], 1), wt, None, scale, shift, label, act="leaky")
+    for _ in range(2):
+        out = torch.empty(3, 5, 7, 10)
+        K.conv_nhwc(nhwc(x), K.weight_to_gemm(wt), out, image=nhwc(img), scale=scale,
+                    shift=shift, label=label, act="leaky", split=split)
+        assert_close(nchw(out), ref, None, torch.float32, f"split {split}")
+    ws, cnt = K.split_workspace(torch.device("cpu"), 1, 1)
+    assert ws.abs().max() == 0 and cnt.abs().max() == 0
+    with pytest.raises(ValueError, match="split"):
+        K.conv_nhwc(nhwc(x), K.weight_to_gemm(wt), out, split=4)

@@ -45,8 +45,10 @@ def _tables(g: torch.Generator, classes: int, c: int) -> tuple[torch.Tensor, tor
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("b,cx,co,h,w", [(1, 3, 5, 7, 5), (3, 18, 7, 5, 6)])
-def test_gate_epilogue(b: int, cx: int, co: int, h: int, w: int, dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("b,cx,co,h,w,split", [(1, 3, 5, 7, 5, None), (3, 18, 7, 5, 6, None),
+                                               (2, 17, 6, 3, 5, 9)])
+def test_gate_epilogue(b: int, cx: int, co: int, h: int, w: int, split: int | None,
+                       dtype: torch.dtype) -> None:
     g = torch.Generator().manual_seed(cx)
     x = torch.randn(b, cx, h, w, generator=g).to(dtype)
     img = torch.randn(b, 1, h, w, generator=g).to(dtype)
@@ -54,22 +56,24 @@ def test_gate_epilogue(b: int, cx: int, co: int, h: int, w: int, dtype: torch.dt
     bias = torch.randn(cx + co, generator=g)
     mx = torch.empty(b, h, w, cx, dtype=dtype)
     n = torch.empty(b, h, w, co, dtype=dtype)
-    K.conv_gate_nhwc(nhwc(x), nhwc(img), K.weight_to_gemm(wt), bias, mx, n)
+    K.conv_gate_nhwc(nhwc(x), nhwc(img), K.weight_to_gemm(wt), bias, mx, n, split=split)
     mx32, n32 = K.conv_gate_ref(x.float(), img.float(), wt.float(), bias)
     lp = None if dtype == torch.float32 else K.conv_gate_ref(x, img, wt, bias.to(dtype))
     assert_close(nchw(mx), mx32, None if lp is None else lp[0], dtype, "m*x")
     assert_close(nchw(n), n32, None if lp is None else lp[1], dtype, "n")
 
 
-# (B, Cx, Co, H, W, shortcut: "identity" | "conv" | "conv_gather")
-Z_CASES = [(1, 5, 5, 7, 5, "identity"), (3, 6, 18, 5, 3, "conv"), (2, 1, 4, 5, 7, "conv_gather"),
-           (2, 20, 6, 3, 5, "conv")]
+# (B, Cx, Co, H, W, shortcut: "identity" | "conv" | "conv_gather", split-K)
+Z_CASES = [(1, 5, 5, 7, 5, "identity", None), (3, 6, 18, 5, 3, "conv", None),
+           (2, 1, 4, 5, 7, "conv_gather", None), (2, 20, 6, 3, 5, "conv", None),
+           (1, 17, 9, 3, 3, "conv", 3)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", Z_CASES, ids=lambda c: f"B{c[0]}_{c[1]}to{c[2]}_{c[5]}")
+@pytest.mark.parametrize("case", Z_CASES,
+                         ids=lambda c: f"B{c[0]}_{c[1]}to{c[2]}_{c[5]}_split{c[6]}")
 def test_z_epilogue(case: tuple, dtype: torch.dtype) -> None:
-    b, cx, co, h, w, short = case
+    b, cx, co, h, w, short, split = case
     g = torch.Generator().manual_seed(Z_CASES.index(case))
     label = torch.randint(0, 3, (b,), generator=g)
     mx = torch.randn(b, cx, h, w, generator=g).to(dtype)
@@ -88,7 +92,7 @@ def test_z_epilogue(case: tuple, dtype: torch.dtype) -> None:
     x_in = nhwc(x_table) if short == "conv_gather" else nhwc(x)
     K.conv_z_nhwc(nhwc(mx), nhwc(img), K.weight_to_gemm(wt), scale, shift, label, nhwc(n), x_in,
                   out, w_short=None if ws is None else K.weight_to_gemm(ws), sscale=ss,
-                  sshift=sh, slope=0.2, gather_sc=short == "conv_gather")
+                  sshift=sh, slope=0.2, gather_sc=short == "conv_gather", split=split)
 
     def ref(dt: torch.dtype) -> torch.Tensor:
         return K.conv_z_ref(mx.to(dt), img.to(dt), wt.to(dt), scale, shift, label, n.to(dt),
