@@ -4,7 +4,7 @@
 
 Builds each @triton.jit kernel of gate.py and norm_act_kernels.py with Triton's real compiler
 down to a cubin for sm_<arch> (ptxas ships with triton), for every input dtype (fp32, bf16,
-fp16; scale/shift fp32 as the norms produce them), both COMBINE variants and the row-block
+fp16; scale/shift fp32 as the norms produce them), the COMBINE/SHORT_NORM variants and the row-block
 sizes of _triton_utils.row_block (planes of 4x4 up to 64x64). It catches what the CPU
 interpreter cannot (type errors in the GPU lowering, loop-carried dtype mismatches, shared
 memory); numerics are the interpreter tests' job. Needs TRITON_INTERPRET unset.
@@ -37,7 +37,7 @@ def jobs(quick: bool = False) -> list[tuple]:
     rows = [(nak._row_stats_kernel, None), (nak._stats_bwd_kernel, None)]
     merge = nak._stats_merge_kernel
     rows += [(k, c) for k in (nak._norm_act_fwd_kernel, nak._norm_act_bwd_kernel)
-             for c in (False, True)]  # fmt: skip
+             for c in ((False, False), (True, False), (True, True))]  # (COMBINE, SHORT_NORM)
     out = []
     for dt in dtypes:
 
@@ -64,7 +64,7 @@ def jobs(quick: bool = False) -> list[tuple]:
             for fn, combine in rows:
                 consts = {"CDT": tl.float32, "ROWS": n_rows, "BLOCK": block}
                 if combine is not None:
-                    consts["COMBINE"] = combine
+                    consts["COMBINE"], consts["SHORT_NORM"] = combine
                 out.append((fn, sig(fn, consts), consts, warps))
     return out
 

@@ -58,9 +58,21 @@ def _norm_act_combine_ref(
     slope: float,
     n_logits: torch.Tensor,
     shortcut: torch.Tensor,
+    shortcut_scale: torch.Tensor | None = None,
+    shortcut_shift: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """gated_combine(n_logits, shortcut, norm_act(z_pre, scale, shift, slope))."""
+    """gated_combine(n_logits, s, norm_act(z_pre, scale, shift, slope)), where s = shortcut,
+    or the shortcut's norm applied, shortcut * shortcut_scale + shortcut_shift, when given."""
+    if shortcut_scale is not None:
+        shortcut = _norm_apply_ref(shortcut, shortcut_scale, shortcut_shift)
     return _gated_combine_ref(n_logits, shortcut, _norm_act_ref(z_pre, scale, shift, slope))
+
+
+def _norm_apply_ref(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """x * scale + shift, scale/shift [B, C] or [C] (a norm's apply step, no activation)."""
+    if scale.dim() == 1:
+        scale, shift = scale[None], shift[None]
+    return x * scale[:, :, None, None] + shift[:, :, None, None]
 
 
 def _batch_stats_ref(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,13 +141,25 @@ def norm_act_combine(
     n_logits: torch.Tensor,
     shortcut: torch.Tensor,
     impl: str = "ref",
+    shortcut_scale: torch.Tensor | None = None,
+    shortcut_shift: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(1 - n) * s + n * LeakyReLU(z_pre * scale + shift) in one kernel (the MRU's tail)."""
-    if _use_triton("norm_act_combine", impl, z_pre, scale, shift, n_logits, shortcut):
+    """(1 - n) * s + n * LeakyReLU(z_pre * scale + shift) in one kernel (the MRU's tail).
+
+    s = shortcut, or shortcut * shortcut_scale + shortcut_shift when both are given (the
+    shortcut's norm, fused in: the normalised shortcut is never written)."""
+    if (shortcut_scale is None) != (shortcut_shift is None):
+        raise ValueError("give both shortcut_scale and shortcut_shift, or neither")
+    extra = () if shortcut_scale is None else (shortcut_scale, shortcut_shift)
+    if _use_triton("norm_act_combine", impl, z_pre, scale, shift, n_logits, shortcut, *extra):
         from s2i_fast.kernels.norm_act_kernels import NormActCombineFunction
 
-        return NormActCombineFunction.apply(z_pre, scale, shift, float(slope), n_logits, shortcut)
-    return _norm_act_combine_ref(z_pre, scale, shift, slope, n_logits, shortcut)
+        return NormActCombineFunction.apply(
+            z_pre, scale, shift, float(slope), n_logits, shortcut, shortcut_scale, shortcut_shift
+        )
+    return _norm_act_combine_ref(
+        z_pre, scale, shift, slope, n_logits, shortcut, shortcut_scale, shortcut_shift
+    )
 
 
 def batch_stats(x: torch.Tensor, impl: str = "ref") -> tuple[torch.Tensor, torch.Tensor]:

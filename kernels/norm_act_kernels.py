@@ -201,17 +201,21 @@ def _norm_act_fwd_kernel(
     scale_ptr,  # scale [B, C] or [C], contiguous
     shift_ptr,  # shift, same shape as scale
     logit_ptr,  # n_logits (COMBINE only), batch stride stride_logit
-    s_ptr,  # shortcut s (COMBINE only), batch stride stride_s
+    s_ptr,  # shortcut s, or its pre-norm input with SHORT_NORM (COMBINE only)
+    sscale_ptr,  # shortcut norm scale [B, C] or [C] (SHORT_NORM only)
+    sshift_ptr,  # shortcut norm shift, as sscale (SHORT_NORM only)
     out_ptr,  # out [B, C, H, W] contiguous: leaky(z_pre*scale+shift), or the combine y
     stride_z,  # batch stride of z_pre
     stride_param,  # batch stride of scale/shift: C for [B, C], 0 for [C]
     stride_logit,  # batch stride of n_logits
     stride_s,  # batch stride of s
+    stride_sparam,  # batch stride of sscale/sshift (C or 0)
     C,  # channels
     HW,  # H * W
     n_rows,  # B * C
     slope,  # LeakyReLU negative slope
     COMBINE: tl.constexpr,  # also apply y = (1 - n) * s + n * z
+    SHORT_NORM: tl.constexpr,  # s = s_pre * sscale + sshift (the shortcut's norm, no act)
     CDT: tl.constexpr,  # compute dtype
     ROWS: tl.constexpr,  # rows (b, c) per program
     BLOCK: tl.constexpr,  # elements of a row per loop step
@@ -222,6 +226,10 @@ def _norm_act_fwd_kernel(
     c = rows % C
     scale = tl.load(scale_ptr + b * stride_param + c, mask=row_ok, other=0.0).to(CDT)[:, None]
     shift = tl.load(shift_ptr + b * stride_param + c, mask=row_ok, other=0.0).to(CDT)[:, None]
+    if SHORT_NORM:
+        sp = b * stride_sparam + c
+        sscale = tl.load(sscale_ptr + sp, mask=row_ok, other=0.0).to(CDT)[:, None]
+        sshift = tl.load(sshift_ptr + sp, mask=row_ok, other=0.0).to(CDT)[:, None]
     z_base = (b * stride_z + c * HW)[:, None]  # [ROWS, 1]
     l_base = (b * stride_logit + c * HW)[:, None]
     s_base = (b * stride_s + c * HW)[:, None]
@@ -235,6 +243,8 @@ def _norm_act_fwd_kernel(
         if COMBINE:
             logit = tl.load(logit_ptr + l_base + offs, mask=valid, other=0.0).to(CDT)
             s = tl.load(s_ptr + s_base + offs, mask=valid, other=0.0).to(CDT)
+            if SHORT_NORM:
+                s = s * sscale + sshift
             n = 1.0 / (1.0 + tl.exp(-logit))
             z = (1.0 - n) * s + n * z
         tl.store(out_ptr + out_base + offs, z.to(out_ptr.dtype.element_ty), mask=valid)
@@ -247,22 +257,28 @@ def _norm_act_bwd_kernel(
     scale_ptr,  # scale [B, C] or [C]
     shift_ptr,  # shift, as scale
     logit_ptr,  # n_logits (COMBINE only), batch stride stride_logit
-    s_ptr,  # shortcut s (COMBINE only), batch stride stride_s
+    s_ptr,  # shortcut s, or its pre-norm input with SHORT_NORM (COMBINE only)
+    sscale_ptr,  # shortcut norm scale (SHORT_NORM only)
+    sshift_ptr,  # shortcut norm shift (SHORT_NORM only)
     dz_ptr,  # out: dL/dz_pre [B, C, H, W] contiguous
     dlogit_ptr,  # out: dL/dn_logits, contiguous (COMBINE only)
-    ds_ptr,  # out: dL/ds, contiguous (COMBINE only)
+    ds_ptr,  # out: dL/ds (dL/ds_pre with SHORT_NORM), contiguous (COMBINE only)
     dscale_ptr,  # out: per-row dL/dscale [B, C] (compute dtype)
     dshift_ptr,  # out: per-row dL/dshift [B, C] (compute dtype)
+    dsscale_ptr,  # out: per-row dL/dsscale [B, C] (SHORT_NORM only)
+    dsshift_ptr,  # out: per-row dL/dsshift [B, C] (SHORT_NORM only)
     stride_grad,  # batch stride of grad
     stride_z,  # batch stride of z_pre
     stride_param,  # batch stride of scale/shift (C or 0)
     stride_logit,  # batch stride of n_logits
     stride_s,  # batch stride of s
+    stride_sparam,  # batch stride of sscale/sshift (C or 0)
     C,  # channels
     HW,  # H * W
     n_rows,  # B * C
     slope,  # LeakyReLU negative slope
     COMBINE: tl.constexpr,  # the output was the gated combine
+    SHORT_NORM: tl.constexpr,  # the shortcut was normalised in the kernel
     CDT: tl.constexpr,  # compute dtype
     ROWS: tl.constexpr,  # rows (b, c) per program
     BLOCK: tl.constexpr,  # elements of a row per loop step
@@ -273,6 +289,10 @@ def _norm_act_bwd_kernel(
     c = rows % C
     scale = tl.load(scale_ptr + b * stride_param + c, mask=row_ok, other=0.0).to(CDT)[:, None]
     shift = tl.load(shift_ptr + b * stride_param + c, mask=row_ok, other=0.0).to(CDT)[:, None]
+    if SHORT_NORM:
+        sp = b * stride_sparam + c
+        sscale = tl.load(sscale_ptr + sp, mask=row_ok, other=0.0).to(CDT)[:, None]
+        sshift = tl.load(sshift_ptr + sp, mask=row_ok, other=0.0).to(CDT)[:, None]
     g_base = (b * stride_grad + c * HW)[:, None]
     z_base = (b * stride_z + c * HW)[:, None]
     l_base = (b * stride_logit + c * HW)[:, None]
@@ -280,6 +300,8 @@ def _norm_act_bwd_kernel(
     out_base = (rows.to(tl.int64) * HW)[:, None]
     acc_scale = tl.zeros([ROWS, BLOCK], dtype=CDT)
     acc_shift = tl.zeros([ROWS, BLOCK], dtype=CDT)
+    acc_sscale = tl.zeros([ROWS, BLOCK], dtype=CDT)
+    acc_sshift = tl.zeros([ROWS, BLOCK], dtype=CDT)
     for start in range(0, HW, BLOCK):
         offs = (start + tl.arange(0, BLOCK))[None, :]
         valid = row_ok[:, None] & (offs < HW)
@@ -288,12 +310,20 @@ def _norm_act_bwd_kernel(
         zl = zp * scale + shift  # recomputed
         if COMBINE:
             logit = tl.load(logit_ptr + l_base + offs, mask=valid, other=0.0).to(CDT)
-            s = tl.load(s_ptr + s_base + offs, mask=valid, other=0.0).to(CDT)
+            s_in = tl.load(s_ptr + s_base + offs, mask=valid, other=0.0).to(CDT)
+            s = s_in
+            if SHORT_NORM:
+                s = s_in * sscale + sshift  # recomputed
             n = 1.0 / (1.0 + tl.exp(-logit))
             z = tl.where(zl > 0, zl, zl * slope)
             # y = (1-n) s + n z:  dy/ds = 1 - n;  dy/dz = n;  dy/dlogit = (z - s) n (1 - n)
             ds = g * (1.0 - n)
             dlogit = g * (z - s) * n * (1.0 - n)
+            if SHORT_NORM:
+                # s = s_in * sscale + sshift: ds/ds_in = sscale, ds/dsscale = s_in, ds/dsshift = 1
+                acc_sscale += ds * s_in
+                acc_sshift += ds
+                ds = ds * sscale
             tl.store(ds_ptr + out_base + offs, ds.to(ds_ptr.dtype.element_ty), mask=valid)
             tl.store(dlogit_ptr + out_base + offs, dlogit.to(dlogit_ptr.dtype.element_ty),
                      mask=valid)  # fmt: skip
@@ -306,6 +336,9 @@ def _norm_act_bwd_kernel(
         acc_shift += gl
     tl.store(dscale_ptr + rows, tl.sum(acc_scale, axis=1), mask=row_ok)
     tl.store(dshift_ptr + rows, tl.sum(acc_shift, axis=1), mask=row_ok)
+    if SHORT_NORM:
+        tl.store(dsscale_ptr + rows, tl.sum(acc_sscale, axis=1), mask=row_ok)
+        tl.store(dsshift_ptr + rows, tl.sum(acc_sshift, axis=1), mask=row_ok)
 
 
 def _params(z_pre: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor):
@@ -318,68 +351,88 @@ def _params(z_pre: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor):
     return scale.contiguous(), shift.contiguous(), (c if scale.dim() == 2 else 0)
 
 
-def norm_act_forward(z_pre, scale, shift, slope, n_logits=None, shortcut=None) -> torch.Tensor:
-    """Launcher: leaky(z_pre*scale+shift) [B, C, H, W], or the gated combine with it when
-    n_logits and shortcut are given. Output in z_pre's dtype."""
-    combine = n_logits is not None
+def _prepare(z_pre, scale, shift, n_logits, shortcut, s_scale, s_shift):
+    """Views, batch strides and placeholders shared by the forward and backward launchers."""
+    combine, short_norm = n_logits is not None, s_scale is not None
     scale, shift, s_param = _params(z_pre, scale, shift)
     z_pre, s_z = tu.sample_view(z_pre)
-    b, c, h, w = z_pre.shape
     if combine:
         tu.check_same_shape("norm_act_combine", z_pre, n_logits, shortcut)
         n_logits, s_logit = tu.sample_view(n_logits)
         shortcut, s_s = tu.sample_view(shortcut)
     else:
         n_logits, shortcut, s_logit, s_s = z_pre, z_pre, 0, 0  # unused (COMBINE=False)
+    if short_norm:
+        s_scale, s_shift, s_sparam = _params(z_pre, s_scale, s_shift)
+    else:
+        s_scale, s_shift, s_sparam = scale, shift, 0  # unused (SHORT_NORM=False)
+    cdt = tu.compute_dtype(z_pre, scale, shift, n_logits, shortcut, s_scale, s_shift)
+    return (z_pre, scale, shift, n_logits, shortcut, s_scale, s_shift,
+            (s_z, s_param, s_logit, s_s, s_sparam), combine, short_norm, cdt)  # fmt: skip
+
+
+def norm_act_forward(
+    z_pre, scale, shift, slope, n_logits=None, shortcut=None, s_scale=None, s_shift=None
+) -> torch.Tensor:
+    """Launcher: leaky(z_pre*scale+shift) [B, C, H, W], or the gated combine with it when
+    n_logits and shortcut are given (shortcut*s_scale+s_shift when those are given too).
+    Output in z_pre's dtype."""
+    (z_pre, scale, shift, n_logits, shortcut, s_scale, s_shift, strides, combine, short_norm,
+     cdt) = _prepare(z_pre, scale, shift, n_logits, shortcut, s_scale, s_shift)  # fmt: skip
+    b, c, h, w = z_pre.shape
     out = torch.empty(z_pre.shape, dtype=z_pre.dtype, device=z_pre.device)
     if out.numel() == 0:
         return out
     rows, block, warps = tu.row_block(h * w)
-    cdt = tu.compute_dtype(z_pre, scale, shift, n_logits, shortcut)
     _norm_act_fwd_kernel[(triton.cdiv(b * c, rows),)](
-        z_pre, scale, shift, n_logits, shortcut, out, s_z, s_param, s_logit, s_s, c, h * w,
-        b * c, float(slope), COMBINE=combine, CDT=cdt, ROWS=rows, BLOCK=block,
-        num_warps=warps,
+        z_pre, scale, shift, n_logits, shortcut, s_scale, s_shift, out, *strides, c, h * w,
+        b * c, float(slope), COMBINE=combine, SHORT_NORM=short_norm, CDT=cdt, ROWS=rows,
+        BLOCK=block, num_warps=warps,
     )  # fmt: skip
     tu.record_launch("norm_act_combine_fwd" if combine else "norm_act_fwd")
     return out
 
 
-def norm_act_backward(grad, z_pre, scale, shift, slope, n_logits=None, shortcut=None):
-    """Launcher: (dz_pre, dscale, dshift, dn_logits | None, dshortcut | None)."""
-    combine = n_logits is not None
-    scale_in = scale
-    scale, shift, s_param = _params(z_pre, scale, shift)
+def _reduce_params(rows_grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-row [B, C] parameter gradients -> the parameter's shape ([C] for BN) and dtype."""
+    return (rows_grad.sum(0) if like.dim() == 1 else rows_grad).to(like.dtype)
+
+
+def norm_act_backward(
+    grad, z_pre, scale, shift, slope, n_logits=None, shortcut=None, s_scale=None, s_shift=None
+):
+    """Launcher: (dz_pre, dscale, dshift, dn_logits, dshortcut, ds_scale, ds_shift), None for
+    the parts the forward did not have."""
+    scale_in, s_scale_in = scale, s_scale
+    (z_pre, scale, shift, n_logits, shortcut, s_scale, s_shift, strides, combine, short_norm,
+     cdt) = _prepare(z_pre, scale, shift, n_logits, shortcut, s_scale, s_shift)  # fmt: skip
     grad, s_g = tu.sample_view(grad)
-    z_pre, s_z = tu.sample_view(z_pre)
     b, c, h, w = z_pre.shape
-    dz = torch.empty(z_pre.shape, dtype=z_pre.dtype, device=z_pre.device)
-    if combine:
-        n_logits, s_logit = tu.sample_view(n_logits)
-        shortcut, s_s = tu.sample_view(shortcut)
-        dlogit = torch.empty(z_pre.shape, dtype=n_logits.dtype, device=z_pre.device)
-        ds = torch.empty(z_pre.shape, dtype=shortcut.dtype, device=z_pre.device)
-    else:
-        n_logits, shortcut, s_logit, s_s, dlogit, ds = z_pre, z_pre, 0, 0, dz, dz
-    cdt = tu.compute_dtype(grad, z_pre, scale, shift, n_logits, shortcut)
+    dev = z_pre.device
+    dz = torch.empty(z_pre.shape, dtype=z_pre.dtype, device=dev)
+    dlogit = torch.empty(z_pre.shape, dtype=n_logits.dtype, device=dev) if combine else dz
+    ds = torch.empty(z_pre.shape, dtype=shortcut.dtype, device=dev) if combine else dz
     tdt = torch.float64 if cdt == tl.float64 else torch.float32
-    dscale_rows = torch.zeros(b, c, dtype=tdt, device=z_pre.device)  # [B, C]
-    dshift_rows = torch.zeros(b, c, dtype=tdt, device=z_pre.device)  # [B, C]
+    param_rows = torch.zeros(4 if short_norm else 2, b, c, dtype=tdt, device=dev)  # [k, B, C]
+    srows = param_rows[2:] if short_norm else param_rows
     if z_pre.numel() > 0:
         rows, block, warps = tu.row_block(h * w)
         _norm_act_bwd_kernel[(triton.cdiv(b * c, rows),)](
-            grad, z_pre, scale, shift, n_logits, shortcut, dz, dlogit, ds, dscale_rows,
-            dshift_rows, s_g, s_z, s_param, s_logit, s_s, c, h * w, b * c, float(slope),
-            COMBINE=combine, CDT=cdt, ROWS=rows, BLOCK=block, num_warps=warps,
+            grad, z_pre, scale, shift, n_logits, shortcut, s_scale, s_shift, dz, dlogit, ds,
+            param_rows[0], param_rows[1], srows[0], srows[1], s_g, *strides, c, h * w, b * c,
+            float(slope), COMBINE=combine, SHORT_NORM=short_norm, CDT=cdt, ROWS=rows,
+            BLOCK=block, num_warps=warps,
         )  # fmt: skip
         tu.record_launch("norm_act_combine_bwd" if combine else "norm_act_bwd")
-    if scale_in.dim() == 1:  # BN: the parameters are shared over the batch
-        dscale_rows, dshift_rows = dscale_rows.sum(0), dshift_rows.sum(0)
-    dscale = dscale_rows.to(scale_in.dtype)
-    dshift = dshift_rows.to(scale_in.dtype)
+    dscale = _reduce_params(param_rows[0], scale_in)
+    dshift = _reduce_params(param_rows[1], scale_in)
     if not combine:
-        return dz, dscale, dshift, None, None
-    return dz, dscale, dshift, dlogit, ds
+        return dz, dscale, dshift, None, None, None, None
+    if not short_norm:
+        return dz, dscale, dshift, dlogit, ds, None, None
+    dsscale = _reduce_params(param_rows[2], s_scale_in)
+    dsshift = _reduce_params(param_rows[3], s_scale_in)
+    return dz, dscale, dshift, dlogit, ds, dsscale, dsshift
 
 
 class NormActFunction(torch.autograd.Function):
@@ -401,34 +454,36 @@ class NormActFunction(torch.autograd.Function):
                 return _norm_act_ref(zp, sc, sh, ctx.slope)
 
             return (*tu.ref_vjp(ref, (z_pre, scale, shift), needs, (grad,)), None)
-        dz, dscale, dshift, _, _ = norm_act_backward(grad, z_pre, scale, shift, ctx.slope)
-        return (*(g if n else None for g, n in zip((dz, dscale, dshift), needs, strict=True)), None)
+        grads = norm_act_backward(grad, z_pre, scale, shift, ctx.slope)[:3]
+        return (*(g if n else None for g, n in zip(grads, needs, strict=True)), None)
 
 
 class NormActCombineFunction(torch.autograd.Function):
-    """(1 - n) * s + n * leaky(z_pre * scale + shift); double backward via the reference."""
+    """(1 - n) * s + n * leaky(z_pre * scale + shift), with s = shortcut, or
+    shortcut * s_scale + s_shift when those are given (the shortcut's norm, fused).
+    Double backward goes through the reference (ref_vjp)."""
 
     @staticmethod
-    def forward(ctx, z_pre, scale, shift, slope: float, n_logits, shortcut):
+    def forward(ctx, z_pre, scale, shift, slope: float, n_logits, shortcut, s_scale, s_shift):
         ctx.slope = slope
-        ctx.save_for_backward(z_pre, scale, shift, n_logits, shortcut)
-        return norm_act_forward(z_pre, scale, shift, slope, n_logits, shortcut)
+        ctx.short_norm = s_scale is not None
+        saved = (z_pre, scale, shift, n_logits, shortcut)
+        ctx.save_for_backward(*saved, *((s_scale, s_shift) if ctx.short_norm else ()))
+        return norm_act_forward(z_pre, scale, shift, slope, n_logits, shortcut, s_scale, s_shift)
 
     @staticmethod
     def backward(ctx, grad):
-        z_pre, scale, shift, n_logits, shortcut = ctx.saved_tensors
+        saved = ctx.saved_tensors
         nd = ctx.needs_input_grad
-        needs = (nd[0], nd[1], nd[2], nd[4], nd[5])
+        needs = (nd[0], nd[1], nd[2], nd[4], nd[5], nd[6], nd[7])[: len(saved)]
         if torch.is_grad_enabled():
 
-            def ref(zp, sc, sh, nl, s):
-                return _norm_act_combine_ref(zp, sc, sh, ctx.slope, nl, s)
+            def ref(zp, sc, sh, nl, s, ssc=None, ssh=None):
+                return _norm_act_combine_ref(zp, sc, sh, ctx.slope, nl, s, ssc, ssh)
 
-            saved = (z_pre, scale, shift, n_logits, shortcut)
-            dz, dsc, dsh, dn, ds = tu.ref_vjp(ref, saved, needs, (grad,))
+            grads = tu.ref_vjp(ref, saved, needs, (grad,))
         else:
-            dz, dsc, dsh, dn, ds = norm_act_backward(
-                grad, z_pre, scale, shift, ctx.slope, n_logits, shortcut
-            )
-        out = [g if n else None for g, n in zip((dz, dsc, dsh, dn, ds), needs, strict=True)]
-        return out[0], out[1], out[2], None, out[3], out[4]
+            grads = norm_act_backward(grad, *saved[:3], ctx.slope, *saved[3:])
+        g = [x if n else None for x, n in zip(grads, needs, strict=False)]
+        g += [None] * (7 - len(g))
+        return g[0], g[1], g[2], None, g[3], g[4], g[5], g[6]

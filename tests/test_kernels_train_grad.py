@@ -63,8 +63,12 @@ def _cases():
          lambda a, s, t: NormActFunction.apply(a, s, t, 0.2), (zp, sc1, sh1)),
         ("norm_act_combine",
          lambda a, s, t, n, y: mru_ops._norm_act_combine_ref(a, s, t, 0.2, n, y),
-         lambda a, s, t, n, y: NormActCombineFunction.apply(a, s, t, 0.2, n, y),
+         lambda a, s, t, n, y: NormActCombineFunction.apply(a, s, t, 0.2, n, y, None, None),
          (zp, sc, sh, logits, x)),
+        ("norm_act_combine_short",
+         lambda a, s, t, n, y, ss, st: mru_ops._norm_act_combine_ref(a, s, t, 0.2, n, y, ss, st),
+         lambda a, s, t, n, y, ss, st: NormActCombineFunction.apply(a, s, t, 0.2, n, y, ss, st),
+         (zp, sc, sh, logits, x, sc1, sh1)),
         ("batch_stats", mru_ops._batch_stats_ref, BatchStatsFunction.apply, (zp,)),
     ]  # fmt: skip
 

@@ -8,6 +8,8 @@ _kernels_train_check.py), every gradient (inputs and the norm's scale/shift) com
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import torch
 from _kernels_train_check import assert_within_torch_error, grads_of
@@ -41,6 +43,9 @@ def _inputs(op: str, shape, gen: torch.Generator) -> list[torch.Tensor]:
         return [gate_logits, x]
     if op == "gated_combine":
         return [gate_logits, x, randn(b, c, h, w)]
+    if op.startswith("norm_act_combine_short"):  # shortcut norm fused: x is its input
+        sscale, sshift = randn(*params, mean=1.0, std=0.5), randn(*params, std=0.5)
+        return [z_pre, scale, shift, gate_logits, x, sscale, sshift]
     if op.startswith("norm_act_combine"):
         return [z_pre, scale, shift, gate_logits, x]
     if op.startswith("norm_act"):
@@ -57,18 +62,23 @@ def _call(op: str, impl: str, *t: torch.Tensor):
     if op == "gated_combine":
         return mru_ops.gated_combine(t[0][:, EXTRA:], t[1], t[2], impl=impl)  # trailing ones
     if op.startswith("norm_act_combine"):
-        return mru_ops.norm_act_combine(t[0], t[1], t[2], 0.2, t[3][:, EXTRA:], t[4], impl=impl)
+        short = {} if len(t) == 5 else {"shortcut_scale": t[5], "shortcut_shift": t[6]}
+        return mru_ops.norm_act_combine(
+            t[0], t[1], t[2], 0.2, t[3][:, EXTRA:], t[4], impl=impl, **short
+        )
     if op.startswith("norm_act"):
         return mru_ops.norm_act(t[0], t[1], t[2], 0.2, impl=impl)
     return mru_ops.batch_stats(t[0], impl=impl)
 
 
 OPS = ["gate_mask", "gated_combine", "norm_act", "norm_act_bn", "norm_act_combine",
-       "norm_act_combine_bn", "batch_stats"]  # fmt: skip
+       "norm_act_combine_bn", "norm_act_combine_short", "norm_act_combine_short_bn",
+       "batch_stats"]  # fmt: skip
 KERNELS = {
     "gate_mask": "gate_mask", "gated_combine": "gated_combine", "norm_act": "norm_act",
     "norm_act_bn": "norm_act", "norm_act_combine": "norm_act_combine",
-    "norm_act_combine_bn": "norm_act_combine", "batch_stats": "batch_stats",
+    "norm_act_combine_bn": "norm_act_combine", "norm_act_combine_short": "norm_act_combine",
+    "norm_act_combine_short_bn": "norm_act_combine", "batch_stats": "batch_stats",
 }  # fmt: skip
 
 
@@ -76,7 +86,7 @@ KERNELS = {
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("op", OPS)
 def test_forward_backward_match_reference(op, shape, dtype):
-    gen = torch.Generator().manual_seed(hash((op, shape)) % 2**31)
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{op}{shape}".encode()))  # stable per case
     master = _inputs(op, shape, gen)
     lowp = [t.to(dtype) for t in master]  # the inputs every run sees, rounded to dtype
 
@@ -94,14 +104,18 @@ def test_forward_backward_match_reference(op, shape, dtype):
     after = (tu.LAUNCHES[f"{name}_fwd"], tu.LAUNCHES[f"{name}_bwd"])
     assert after[0] > before[0] and after[1] > before[1], f"{name}: the Triton kernels did not run"
 
+    b, _, h, w = shape
     for i, (g, t, e) in enumerate(zip(got_out, torch_out, exact_out, strict=True)):
         if op != "batch_stats":
             assert g.dtype == dtype, f"output {i}: dtype {g.dtype}, want the input dtype {dtype}"
-        assert_within_torch_error(f"{op} output {i}", g, t.to(g.dtype), e)
+        terms = b * h * w if op == "batch_stats" else 1  # statistics: sums over (B, H, W)
+        assert_within_torch_error(f"{op} output {i}", g, t.to(g.dtype), e, terms)
     for i, (g, t, e) in enumerate(zip(got_grads, torch_grads, exact_grads, strict=True)):
         assert g is not None, f"{op}: no gradient for input {i}"
         assert g.dtype == dtype, f"{op} grad {i}: dtype {g.dtype}, want {dtype}"
-        assert_within_torch_error(f"{op} grad of input {i}", g, t, e)
+        # per-channel scale/shift ([B, C] or [C]): sums over H*W, and over B for BN
+        terms = (h * w if g.dim() == 2 else b * h * w) if g.dim() < 4 else 1
+        assert_within_torch_error(f"{op} grad of input {i}", g, t, e, terms)
 
 
 def test_channel_slice_is_read_in_place_and_other_layouts_are_copied():
@@ -159,4 +173,4 @@ def test_kernels_compile_for_an_h100_without_one():
     )  # fmt: skip
     tail = (proc.stdout + proc.stderr)[-3000:]
     assert proc.returncode == 0, tail
-    assert "17/17 specialisations compiled for sm_90" in proc.stdout, tail
+    assert "21/21 specialisations compiled for sm_90" in proc.stdout, tail

@@ -72,9 +72,10 @@ class MRU(nn.Module):
         self, x: torch.Tensor, image: torch.Tensor, label: torch.Tensor | None
     ) -> torch.Tensor:
         """impl="triton": the same function; convs stay on cuDNN, the elementwise chain runs in
-        fused kernels: gate_mask, batch_stats (one read of z_pre), and norm_act_combine (norm
-        apply + LeakyReLU + gated combine in one pass; z is never written). Where a kernel
-        cannot run, mru_ops falls back to the reference with one warning."""
+        fused kernels: gate_mask, batch_stats (one read of each conv output), and
+        norm_act_combine (both norms' apply, LeakyReLU and the gated combine in one pass: z and
+        the normalised shortcut are never written). Where a kernel cannot run, mru_ops falls
+        back to the reference with one warning."""
         impl = "triton"
         cx = self.in_channels
         gate_logits = self.conv_gate(torch.cat([x, image], 1))  # [B, Cx + Co, H, W]
@@ -83,12 +84,11 @@ class MRU(nn.Module):
         z_pre = self.conv_z(torch.cat([masked_x, image], 1))  # [B, Co, H, W]
         scale, shift = self.norm_z.scale_shift(z_pre, label, impl=impl)
         if self.conv_short is None:
-            shortcut = x
+            shortcut, s_scale, s_shift = x, None, None
         else:
-            short_pre = self.conv_short(x)  # [B, Co, H, W]
-            s_scale, s_shift = self.norm_short.scale_shift(short_pre, label, impl=impl)
-            # the shortcut norm has no activation: LeakyReLU with slope 1 is the identity
-            shortcut = mru_ops.norm_act(short_pre, s_scale, s_shift, 1.0, impl=impl)
+            shortcut = self.conv_short(x)  # [B, Co, H, W], normalised inside the kernel
+            s_scale, s_shift = self.norm_short.scale_shift(shortcut, label, impl=impl)
         return mru_ops.norm_act_combine(
-            z_pre, scale, shift, self.act_slope, n_logits, shortcut, impl=impl
-        )
+            z_pre, scale, shift, self.act_slope, n_logits, shortcut, impl=impl,
+            shortcut_scale=s_scale, shortcut_shift=s_shift,
+        )  # fmt: skip
