@@ -3,7 +3,7 @@
     python bench/bench_kernels_train.py                  # CUDA: paper-preset MRU shapes
     python bench/bench_kernels_train.py --smoke          # CPU, Triton interpreter, tiny shapes
 
-For each op (gate_mask, gated_combine, norm_act, norm_act_combine, batch_stats), each MRU level
+For each op (gate_mask, gated_combine, norm_act, norm_act_combine[_short], batch_stats), each level
 of the paper preset at 64x64 (level r has C = 4096 / r channels at r x r; gate_mask reads the
 decoder MRU inputs, 1.5x wider), batch 16 and 64, dtype bf16 and fp32, impl ref and triton,
 mode forward / backward / full: milliseconds (median, p20, p80 via triton.testing.do_bench),
@@ -42,7 +42,8 @@ os.environ["S2I_TRITON_STRICT"] = "1"  # a benchmark that asked for Triton must 
 from s2i_fast.kernels import _triton_utils as tu  # noqa: E402
 from s2i_fast.kernels import mru_ops  # noqa: E402
 
-OPS = ["gate_mask", "gated_combine", "norm_act", "norm_act_combine", "batch_stats"]
+OPS = ["gate_mask", "gated_combine", "norm_act", "norm_act_combine", "norm_act_combine_short",
+       "batch_stats"]  # fmt: skip
 # minimal bytes per element of the [B, C, H, W] tensor, (forward, backward), in elements:
 # reads + writes of full tensors; per-channel parameters and statistics are negligible
 TRAFFIC = {
@@ -50,6 +51,7 @@ TRAFFIC = {
     "gated_combine": (4, 7),  # fwd: logits, s, z -> y; bwd: g, logits, s, z -> dl, ds, dz
     "norm_act": (2, 3),  # fwd: z_pre -> z;                bwd: g, z_pre -> dz_pre
     "norm_act_combine": (4, 7),  # fwd: z_pre, logits, s -> y; bwd: g + 3 -> 3 grads
+    "norm_act_combine_short": (4, 7),  # the same, reading the shortcut before its norm
     "batch_stats": (1, 2),  # fwd: x;                      bwd: x -> dx
 }
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -89,6 +91,15 @@ def make_case(op: str, b: int, c: int, r: int, dtype: torch.dtype, device):  # n
         return [z_pre, scale, shift, logits, s], lambda impl: mru_ops.norm_act_combine(
             z_pre, scale, shift, 0.2, logits[:, c:], s, impl=impl
         )
+    if op == "norm_act_combine_short":  # the MRU's tail when Cx != Co: shortcut norm fused
+        logits, s_pre = randn(b, 2 * c, r, r), randn(b, c, r, r)
+        s_scale = (torch.rand(b, c, generator=g, device=device) + 0.5).requires_grad_()
+        s_shift = torch.randn(b, c, generator=g, device=device).requires_grad_()
+        leaves = [z_pre, scale, shift, logits, s_pre, s_scale, s_shift]
+        return leaves, lambda impl: mru_ops.norm_act_combine(
+            z_pre, scale, shift, 0.2, logits[:, c:], s_pre, impl=impl,
+            shortcut_scale=s_scale, shortcut_shift=s_shift,
+        )  # fmt: skip
     if op == "batch_stats":
         return [z_pre], lambda impl: mru_ops.batch_stats(z_pre, impl=impl)
     raise ValueError(op)
