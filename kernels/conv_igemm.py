@@ -57,6 +57,34 @@ def _cast_out(v, ptr, FIX_BF16: tl.constexpr):
 
 
 @triton.jit
+def _tap(tap, ho, wo, mask_m, zero_m, Hin, Win, Ho, Wo, KS: tl.constexpr, STRIDE: tl.constexpr,
+         UP: tl.constexpr):
+    """Source pixel (row-major index in the input), validity and pixel-shuffle channel parity
+    of tap `tap` for output pixels (ho, wo): padding (KS - 1) // 2, stride, or x2 upsampling
+    folded into the address (nearest: (h // 2, w // 2); shuffle: channel 4c + 2(h%2) + w%2)."""
+    kh = tap // KS - (KS - 1) // 2
+    kw = tap % KS - (KS - 1) // 2
+    if UP > 0:
+        hu = ho + kh
+        wu = wo + kw
+        valid = mask_m & (hu >= 0) & (hu < Ho) & (wu >= 0) & (wu < Wo)
+        hu = tl.maximum(hu, 0)
+        wu = tl.maximum(wu, 0)
+        if UP == 2:
+            par = (hu % 2) * 2 + (wu % 2)
+        else:
+            par = zero_m
+        pix = (hu // 2) * Win + wu // 2
+    else:
+        hi = ho * STRIDE + kh
+        wi = wo * STRIDE + kw
+        valid = mask_m & (hi >= 0) & (hi < Hin) & (wi >= 0) & (wi < Win)
+        par = zero_m
+        pix = hi * Win + wi
+    return pix, valid, par
+
+
+@triton.jit
 def _accum(
     acc,  # [BM, BN] fp32 accumulator
     src_ptr,  # NHWC source tensor (first element of its channel slice)
@@ -163,38 +191,54 @@ def _conv_kernel(
     else:
         bx = b
     zero_m = tl.zeros([BM], dtype=tl.int32)
-    PAD: tl.constexpr = (KS - 1) // 2
     CIN: tl.constexpr = C1 + C2
     acc = tl.zeros([BM, BN], dtype=tl.float32)
-    TPS: tl.constexpr = KS * KS // SPLIT  # taps per split
-    for t in tl.static_range(TPS):
-        if SPLIT == 1:
-            tap = t
-        else:  # split-K: program pid_k sums taps [pid_k * TPS, (pid_k + 1) * TPS)
-            tap = tl.program_id(2) * TPS + t
-        kh = tap // KS
-        kw = tap % KS
-        if UP > 0:  # tap address in the x2 upsampled image, read from the small one
-            hu = ho + (kh - PAD)
-            wu = wo + (kw - PAD)
-            valid = mask_m & (hu >= 0) & (hu < Ho) & (wu >= 0) & (wu < Wo)
-            hu = tl.maximum(hu, 0)
-            wu = tl.maximum(wu, 0)
-            hi = hu // 2
-            wi = wu // 2
-            if UP == 2:
-                par = (hu % 2) * 2 + (wu % 2)  # pixel shuffle: channel 4c + 2i + j
+    TPS: tl.constexpr = KS * KS // SPLIT  # taps per split (narrow sources)
+    CHM: tl.constexpr = 4 if UP == 2 else 1  # channel stride in the source (pixel shuffle: 4)
+    if R1:  # narrow x: rank-1 updates, taps unrolled
+        for t in tl.static_range(TPS):
+            if SPLIT == 1:
+                tap = t
+            else:  # split-K: program pid_k sums taps [pid_k * TPS, (pid_k + 1) * TPS)
+                tap = tl.program_id(2) * TPS + t
+            pix, valid, par = _tap(tap, ho, wo, mask_m, zero_m, Hin, Win, Ho, Wo, KS, STRIDE,
+                                   UP)
+            acc = _accum(acc, x_ptr, w_ptr, bx * x_bs + pix * x_ps, valid, par, tap * CIN,
+                         offs_n, mask_n, N, C1, CHM, BK, True, UPCAST, IEEE)
+    else:  # one flat, pipelinable loop over (tap, channel chunk); split-K splits its range
+        CPT: tl.constexpr = (C1 + BK - 1) // BK  # channel chunks per tap
+        IPS: tl.constexpr = KS * KS * CPT // SPLIT  # iterations per split
+        offs_k = tl.arange(0, BK)
+        for i in range(0, IPS):
+            if SPLIT == 1:
+                kk = i
             else:
-                par = zero_m
-        else:
-            hi = ho * STRIDE + (kh - PAD)
-            wi = wo * STRIDE + (kw - PAD)
-            valid = mask_m & (hi >= 0) & (hi < Hin) & (wi >= 0) & (wi < Win)
-            par = zero_m
-        pix = hi * Win + wi
-        acc = _accum(acc, x_ptr, w_ptr, bx * x_bs + pix * x_ps, valid, par, tap * CIN, offs_n,
-                     mask_n, N, C1, 4 if UP == 2 else 1, BK, R1, UPCAST, IEEE)
-        if C2 > 0:
+                kk = tl.program_id(2) * IPS + i
+            tap = kk // CPT
+            c0 = (kk % CPT) * BK
+            pix, valid, par = _tap(tap, ho, wo, mask_m, zero_m, Hin, Win, Ho, Wo, KS, STRIDE,
+                                   UP)
+            ch = c0 + offs_k
+            mask_k = ch < C1
+            a = tl.load(x_ptr + (bx * x_bs + pix * x_ps + par)[:, None] + ch[None, :] * CHM,
+                        mask=valid[:, None] & mask_k[None, :], other=0.0)  # [BM, BK]
+            bt = tl.load(w_ptr + (tap * CIN + ch)[:, None] * N + offs_n[None, :],
+                         mask=mask_k[:, None] & mask_n[None, :], other=0.0)  # [BK, BN]
+            if UPCAST:
+                a = a.to(tl.float32)
+                bt = bt.to(tl.float32)
+            if IEEE:
+                acc = tl.dot(a, bt, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a, bt, acc)
+    if C2 > 0:  # the image (sketch) input, second pointer, same taps
+        for t in tl.static_range(TPS):
+            if SPLIT == 1:
+                tap = t
+            else:
+                tap = tl.program_id(2) * TPS + t
+            pix, valid, par = _tap(tap, ho, wo, mask_m, zero_m, Hin, Win, Ho, Wo, KS, STRIDE,
+                                   UP)
             acc = _accum(acc, img_ptr, w_ptr, b * img_bs + pix * img_ps, valid, zero_m,
                          tap * CIN + C1, offs_n, mask_n, N, C2, 1, BK, R2, UPCAST, IEEE)
 

@@ -55,6 +55,7 @@ CASES = [
     (2, 5, 7, 7, 6, 2, None, 0, True, "leaky"),  # stride 2 on an odd size
     (2, 20, 5, 3, 7, 1, "nearest", 0, True, "leaky"),  # nearest x2 folded into addressing
     (1, 12, 3, 5, 3, 1, "pixelshuffle", 0, True, "none"),  # pixel shuffle x2 (12 -> 3 ch)
+    (2, 68, 3, 2, 5, 1, "pixelshuffle", 0, True, "leaky"),  # shuffle on the dot path (17 ch)
     (3, 17, 5, 7, 3, 1, None, 0, False, "tanh"),  # final conv: tanh
 ]
 
