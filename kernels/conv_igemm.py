@@ -384,7 +384,8 @@ def _tuned_kernel():  # noqa: ANN202
 def split_workspace(device: torch.device, m: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Zeroed split-K workspace big enough for any tiling of an [m, n] output (every split
     launch leaves it zeroed again). Grows by allocating a new one; old ones stay alive, since a
-    captured CUDA graph may still point at them. Warm-up (before capture) does the growing."""
+    captured CUDA graph may still point at them. Warm-up (before capture) does the growing.
+    One pool per device: split launches must not run concurrently on two streams."""
     need_ws, need_cnt = (m + 127) * (n + 127), triton.cdiv(m, 16) * triton.cdiv(n, 16)
     pool = _WORKSPACES.setdefault(str(device), [])
     if not pool or pool[-1][0].numel() < need_ws or pool[-1][1].numel() < need_cnt:

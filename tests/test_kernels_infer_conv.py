@@ -12,6 +12,8 @@ Every kernel call stays under ~1e6 multiply-adds (the interpreter runs ~3e6 MAC/
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -146,3 +148,39 @@ def test_split_k_matches_and_leaves_workspace_zeroed(split: int) -> None:
     assert ws.abs().max() == 0 and cnt.abs().max() == 0
     with pytest.raises(ValueError, match="split"):
         K.conv_nhwc(nhwc(x), K.weight_to_gemm(wt), out, split=4)
+
+
+CUDA_COMPILED = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA_COMPILED, reason="needs a CUDA device and TRITON_INTERPRET=0")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("b,r,cx,co,split", [(1, 4, 576, 512, None), (8, 8, 768, 256, None),
+                                             (1, 8, 768, 256, 9), (64, 64, 96, 64, None)])
+def test_mru_kernels_at_paper_shapes_on_gpu(b: int, r: int, cx: int, co: int,
+                                            split: int | None, dtype: torch.dtype) -> None:
+    """Gate + z kernels (autotuned, or a forced split-K) at the paper generator's shapes."""
+    dev = "cuda"
+    g = torch.Generator(device=dev).manual_seed(0)
+    x = torch.randn(b, cx, r, r, device=dev, generator=g).to(dtype)
+    img = torch.randn(b, 1, r, r, device=dev, generator=g).to(dtype)
+    wg = (torch.randn(cx + co, cx + 1, 3, 3, device=dev, generator=g) / (3 * cx**0.5)).to(dtype)
+    bg = torch.randn(cx + co, device=dev, generator=g) * 0.1
+    wz = (torch.randn(co, cx + 1, 3, 3, device=dev, generator=g) / (3 * cx**0.5)).to(dtype)
+    ws = (torch.randn(co, cx, 1, 1, device=dev, generator=g) / cx**0.5).to(dtype)
+    label = torch.randint(0, 10, (b,), device=dev, generator=g)
+    sc, sh = torch.rand(10, co, device=dev) + 0.5, torch.randn(10, co, device=dev) * 0.1
+    mx = torch.empty(b, r, r, cx, device=dev, dtype=dtype)
+    n = torch.empty(b, r, r, co, device=dev, dtype=dtype)
+    y = torch.empty(b, r, r, co, device=dev, dtype=dtype)
+    K.conv_gate_nhwc(nhwc(x), nhwc(img), K.weight_to_gemm(wg), bg, mx, n, split=split)
+    K.conv_z_nhwc(mx, nhwc(img), K.weight_to_gemm(wz), sc, sh, label, n, nhwc(x), y,
+                  w_short=K.weight_to_gemm(ws), sscale=sc, sshift=sh, split=split)
+
+    def ref(dt: torch.dtype) -> torch.Tensor:
+        m32, n32 = K.conv_gate_ref(x.to(dt), img.to(dt), wg.to(dt), bg.to(dt))
+        return K.conv_z_ref(m32, img.to(dt), wz.to(dt), sc, sh, label, n32, x.to(dt),
+                            ws.to(dt), sc, sh)
+
+    assert_close(nchw(y), ref(torch.float32), ref(dtype), dtype, "MRU on GPU")
