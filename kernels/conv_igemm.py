@@ -15,6 +15,17 @@ channel 4c + parity), so the upsampled tensor never exists in memory. Epilogues 
     2 z:     z = leaky(norm(acc)); s = x or norm_s(conv1x1(x)) (an extra accumulator);
              y = (1 - n) * s + n * z
 
+Main loop: wide sources run one flat loop over (tap, channel chunk) with tl.dot on [BM, BK] x
+[BK, BN] tiles (a single loop Triton can software-pipeline); narrow ones (< 16 channels: the
+sketch, the stem) do rank-1 fp32 updates per tap instead of a zero-padded dot. Split-K (SPLIT
+= 3 or 9 programs per output tile, each a share of the taps) is for the deep layers at small
+batch, whose few output tiles would otherwise leave most SMs idle while streaming weights:
+partial tiles are atomically added into a zeroed fp32 workspace, an arrival counter elects the
+last program, which reads the sum, re-zeroes the workspace and runs the epilogue (no extra
+launch, safe to replay in a CUDA graph). Block sizes and SPLIT come from triton.autotune on the
+GPU (pruned to the GEMM's size, see ``config_fits``) and from a fixed table under the
+interpreter.
+
 "folded norm": conditional batch norm from running statistics, scale[k, c] = gamma[k, c] *
 rsqrt(var[c] + eps), shift[k, c] = beta[k, c] - mean[c] * scale[k, c], gathered per sample
 with its class label k. The plain-torch references at the bottom (``*_ref``, NCHW) are the
