@@ -344,6 +344,7 @@ _BASE_CONFIGS = [  # (BM, BN, BK, num_warps, num_stages)
     (128, 16, 32, 4, 3), (64, 32, 64, 4, 3),  # narrow outputs (final conv: N = 3)
     (16, 64, 64, 4, 4), (16, 128, 64, 4, 4), (32, 64, 64, 4, 4), (32, 128, 64, 4, 3),
     (64, 64, 64, 4, 3), (64, 128, 32, 4, 3), (128, 64, 32, 4, 3), (128, 128, 32, 8, 3),
+    (128, 128, 64, 8, 3),  # large batch: the biggest tile, fewest re-reads of the gathered input
 ]
 # (BM, BN, BK, num_warps, num_stages, SPLIT): split-K over taps for the weight-streaming GEMMs
 _GPU_CONFIGS = [c + (1,) for c in _BASE_CONFIGS] + [
@@ -358,12 +359,16 @@ def _npow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def config_fits(bm: int, bn: int, m: int, n: int, split: int = 1, ks: int = 3) -> bool:
+def config_fits(bm: int, bn: int, m: int, n: int, split: int = 1, ks: int = 3, bk: int = 16,
+                c1: int = 0) -> bool:
     """Autotune pruning: no tile taller than the GEMM's rows or wider than its columns (>= 16);
     narrow tiles (BN < 64) only for narrow outputs or where wide ones would leave most of the
     GPU idle (fewer than ~2 programs per SM: the deep layers at small batch stream weights);
-    split-K only for 3x3 convs whose tiles alone would not fill the GPU (< 132 programs)."""
+    split-K only for 3x3 convs whose tiles alone would not fill the GPU (< 132 programs); no
+    channel chunk wider than a dot-path input's channels (c1 >= 16)."""
     if bm > max(16, _npow2(m)) or bn > max(16, _npow2(n)):
+        return False
+    if c1 >= RANK1_BELOW and bk > max(16, _npow2(c1)):
         return False
     if split > 1 and (ks != 3 or triton.cdiv(m, bm) * triton.cdiv(n, bn) >= 132):
         return False
@@ -374,9 +379,9 @@ def _prune(configs, named_args, **kwargs):  # noqa: ANN001, ANN202  (autotune ho
     def arg(name: str):  # noqa: ANN202
         return named_args.get(name, kwargs.get(name))
 
-    m, n, ks = arg("M"), arg("N"), arg("KS")
-    keep = [c for c in configs
-            if config_fits(c.kwargs["BM"], c.kwargs["BN"], m, n, c.kwargs["SPLIT"], ks)]
+    m, n, ks, c1 = arg("M"), arg("N"), arg("KS"), arg("C1")
+    keep = [c for c in configs if config_fits(c.kwargs["BM"], c.kwargs["BN"], m, n,
+                                              c.kwargs["SPLIT"], ks, c.kwargs["BK"], c1)]
     return keep or configs[:1]
 
 
