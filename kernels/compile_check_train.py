@@ -2,12 +2,13 @@
 
     python -m s2i_fast.kernels.compile_check_train [--arch 90] [--quick]
 
-Builds each @triton.jit kernel of gate.py and norm_act_kernels.py with Triton's real compiler
-down to a cubin for sm_<arch> (ptxas ships with triton), for every input dtype (fp32, bf16,
-fp16; scale/shift fp32 as the norms produce them), the COMBINE/SHORT_NORM variants and the row-block
-sizes of _triton_utils.row_block (planes of 4x4 up to 64x64). It catches what the CPU
-interpreter cannot (type errors in the GPU lowering, loop-carried dtype mismatches, shared
-memory); numerics are the interpreter tests' job. Needs TRITON_INTERPRET unset.
+Builds each @triton.jit kernel of gate.py, norm_act_kernels.py and batch_stats.py with
+Triton's real compiler down to a cubin for sm_<arch> (ptxas ships with triton), for every input
+dtype (fp32, bf16, fp16; scale/shift fp32 as the norms produce them), the COMBINE/SHORT_NORM
+variants and the row-block sizes of _triton_utils.row_block (planes of 4x4 up to 64x64). It
+catches what the CPU interpreter cannot (type errors in the GPU lowering, loop-carried dtype
+mismatches, shared memory); numerics are the interpreter tests' job. Needs TRITON_INTERPRET
+unset.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def jobs(quick: bool = False) -> list[tuple]:
     planes = [16, 4096] if quick else [16, 64, 256, 1024, 4096]  # 4x4 .. 64x64
     flat = [gate._gate_mask_fwd_kernel, gate._gate_mask_bwd_kernel,
             gate._gated_combine_fwd_kernel, gate._gated_combine_bwd_kernel]  # fmt: skip
-    rows = [(nak._row_stats_kernel, None), (nak._stats_bwd_kernel, None)]
-    merge = nak._stats_merge_kernel
+    bst = importlib.import_module("s2i_fast.kernels.batch_stats")
+    rows = [(bst._row_stats_kernel, None), (bst._stats_bwd_kernel, None)]
+    merge = bst._stats_merge_kernel
     rows += [(k, c) for k in (nak._norm_act_fwd_kernel, nak._norm_act_bwd_kernel)
              for c in ((False, False), (True, False), (True, True))]  # (COMBINE, SHORT_NORM)
     out = []

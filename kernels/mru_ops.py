@@ -11,10 +11,10 @@ n_logits (Co):
 
 Every public function takes impl="ref" | "triton". "ref" runs the `_name_ref` torch code below
 (the specification; what ONNX export traces). "triton" runs the fused kernels (gate.py,
-norm_act_kernels.py) when their preconditions hold: triton installed and the tensors on CUDA,
-or on the CPU with TRITON_INTERPRET=1; dtypes fp16/bf16/fp32 (fp32 math) or fp64. Otherwise it falls
-back to the reference with one warning (S2I_TRITON_STRICT=1 makes that an error instead);
-`s2i_fast.kernels._triton_utils.LAUNCHES` counts the kernels that ran.
+norm_act_kernels.py, batch_stats.py) when their preconditions hold: triton installed and the
+tensors on CUDA, or on the CPU with TRITON_INTERPRET=1; dtypes fp16/bf16/fp32 (fp32 math) or
+fp64. Otherwise it falls back to the reference with one warning (S2I_TRITON_STRICT=1 makes
+that an error instead); `s2i_fast.kernels._triton_utils.LAUNCHES` counts the kernels that ran.
 
 Double backward (the DRAGAN penalty): when a backward runs with create_graph=True, each fused
 Function computes its gradients by re-running the torch reference on its saved inputs
@@ -165,7 +165,7 @@ def norm_act_combine(
 def batch_stats(x: torch.Tensor, impl: str = "ref") -> tuple[torch.Tensor, torch.Tensor]:
     """(mean [C], biased var [C]) of x [B, C, H, W], fp32; one read of x on the fused path."""
     if _use_triton("batch_stats", impl, x):
-        from s2i_fast.kernels.norm_act_kernels import BatchStatsFunction
+        from s2i_fast.kernels.batch_stats import BatchStatsFunction
 
         return BatchStatsFunction.apply(x)
     return _batch_stats_ref(x)

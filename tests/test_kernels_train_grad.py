@@ -41,12 +41,9 @@ def _t(*shape, mean=0.0, std=1.0, seed=0):
 
 def _cases():
     """(name, reference, Function.apply) pairs over the same fp64 leaves."""
+    from s2i_fast.kernels.batch_stats import BatchStatsFunction
     from s2i_fast.kernels.gate import GatedCombineFunction, GateMaskFunction
-    from s2i_fast.kernels.norm_act_kernels import (
-        BatchStatsFunction,
-        NormActCombineFunction,
-        NormActFunction,
-    )
+    from s2i_fast.kernels.norm_act_kernels import NormActCombineFunction, NormActFunction
 
     b, c, h, w = SHAPE
     logits, x, z = _t(*SHAPE, std=2, seed=1), _t(*SHAPE, seed=2), _t(*SHAPE, seed=3)
