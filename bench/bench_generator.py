@@ -9,7 +9,8 @@ Per backend: first a correctness check against eager fp32 on the same inputs (re
 error and max abs error printed; over --max-rel fails the run), then per batch: warm-up
 discarded, each call timed with CUDA events around it (input copies, graph replay and output
 included: what a caller of the backend sees), p50 / p99 latency, images/s at p50, peak memory
-(torch.cuda.max_memory_allocated over that batch's warm-up and timing, weights included),
+(torch.cuda.max_memory_allocated over that batch's warm-up and timing, minus what was
+allocated before the backend was built: its weights, buffers and workspaces count),
 speed-up over eager fp32 at that batch. Rows are appended to bench/results/generator.csv with
 the device, versions and git commit; a table is printed last. A requested backend that fails
 is an error (exit 1), never a skip. Without CUDA: exit 2, except --smoke.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import gc
 import os
 import platform
 import subprocess
@@ -103,8 +105,9 @@ def make_backend(name: str, gen, dtype, device: str, torch):  # noqa: ANN001, AN
         g = copy.deepcopy(gen).to(device).to(dtype).to(memory_format=torch.channels_last)
         if name == "eager-fp16":
             return (lambda s, l, n: g(s.to(dtype), l, n.to(dtype)).float()), ""
-        gc = torch.compile(g, mode="max-autotune", fullgraph=True)
-        return (lambda s, l, n: gc(s.to(dtype), l, n.to(dtype)).float().clone()), ""
+        # max-autotune = Inductor's GEMM/conv autotuning + CUDA graphs; one static graph per batch
+        compiled = torch.compile(g, mode="max-autotune", fullgraph=True, dynamic=False)
+        return (lambda s, l, n: compiled(s.to(dtype), l, n.to(dtype)).float().clone()), ""
     if name == "triton":
         from s2i_fast.kernels.inference import TritonGenerator
 
@@ -191,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         for name in ["eager-fp32"] + [b for b in backends if b != "eager-fp32"]:
             try:
+                if cuda:  # peak memory is reported above what was allocated before the backend
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                    base_mem = torch.cuda.memory_allocated()
                 fn, launches = make_backend(name, gen, dtype, device, torch)
                 check = inputs(gen, min(8, max(batches)), device, torch)
                 want, got = ref(*check).float(), fn(*check).float()
@@ -209,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                     p50, p99 = pct(t, 50), pct(t, 99)
                     if name == "eager-fp32":
                         eager_p50[b] = p50
-                    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
+                    peak = ((torch.cuda.max_memory_allocated() - base_mem) / 2**20 if cuda
+                            else float("nan"))
                     rows.append(dict(meta, timestamp=dt.datetime.now(dt.timezone.utc).isoformat(
                         timespec="seconds"), backend=name,
                         dtype="fp32" if name == "eager-fp32" else DTYPE_NAMES[dtype],
