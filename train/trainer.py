@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from s2i_fast.checkpoint import load_checkpoint, make_payload, save_checkpoint
 from s2i_fast.config import ModelConfig, PreprocessStats
-from s2i_fast.errors import S2IError
+from s2i_fast.errors import CheckpointError, S2IError
 from s2i_fast.model import Discriminator, Generator
 
 INJECT_NAN_ENV = "S2I_FAST_INJECT_NAN"  # test hook: comma-separated steps whose L_D becomes NaN
@@ -415,6 +415,13 @@ class Trainer:
 
     def run(self, steps: int | None = None) -> dict[str, Any]:
         """Train until `steps` (default tcfg.steps) are done or a signal arrives."""
+        try:
+            return self._run(steps)
+        except OSError as e:  # full disk, read-only or vanished run folder
+            where = e.filename or self.run_dir
+            raise CheckpointError(f"cannot write {where}: {e.strerror or e}") from e
+
+    def _run(self, steps: int | None) -> dict[str, Any]:
         total = self.tcfg.steps if steps is None else steps
         tc = self.tcfg
         first_call = not self._started
