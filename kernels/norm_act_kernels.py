@@ -247,7 +247,8 @@ def norm_act_backward(
     dlogit = torch.empty(z_pre.shape, dtype=n_logits.dtype, device=dev) if combine else dz
     ds = torch.empty(z_pre.shape, dtype=shortcut.dtype, device=dev) if combine else dz
     tdt = torch.float64 if cdt == tl.float64 else torch.float32
-    param_rows = torch.zeros(4 if short_norm else 2, b, c, dtype=tdt, device=dev)  # [k, B, C]
+    alloc = torch.empty if z_pre.numel() > 0 else torch.zeros  # the kernel writes every row
+    param_rows = alloc(4 if short_norm else 2, b, c, dtype=tdt, device=dev)  # [k, B, C]
     srows = param_rows[2:] if short_norm else param_rows
     if z_pre.numel() > 0:
         rows, block, warps = tu.row_block(h * w)
