@@ -154,6 +154,11 @@ def pct(values: list[float], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    bad = [b for b in args.backends.split(",") if b.strip() and b.strip() not in BACKENDS]
+    if bad:
+        print(f"Error: unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}",
+              file=sys.stderr)
+        return 1
     if args.smoke:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere
     import torch
@@ -171,11 +176,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         backends, batches, args.warmup, args.iters = ["eager-fp32", "triton"], [1], 0, 1
         dtype = torch.float32
-    bad = [b for b in backends if b not in BACKENDS]
-    if bad:
-        print(f"Error: unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}",
-              file=sys.stderr)
-        return 1
     import triton
 
     gen = build_generator(args, torch)
