@@ -76,6 +76,9 @@ def compile_all(records: list[tuple], arch: int = 90, all_configs: bool = False,
             cfgs = [dict(BM=bm, BN=bn, BK=bk, SPLIT=sp, num_warps=w, num_stages=s)
                     for bm, bn, bk, w, s, sp in conv_igemm._GPU_CONFIGS
                     if conv_igemm.config_fits(bm, bn, m, n, sp, meta["KS"], bk, meta["C1"])]
+            if not cfgs:  # what _prune falls back to
+                bm, bn, bk, w, s, sp = next(c for c in conv_igemm._GPU_CONFIGS if c[5] == 1)
+                cfgs = [dict(BM=bm, BN=bn, BK=bk, SPLIT=sp, num_warps=w, num_stages=s)]
             if not all_configs:  # smallest and largest tile, and the largest split-K
                 plain = sorted((c for c in cfgs if c["SPLIT"] == 1),
                                key=lambda c: c["BM"] * c["BN"])
