@@ -2,7 +2,7 @@
 
     python -m s2i_fast.kernels.compile_check_train [--arch 90] [--quick]
 
-Builds each @triton.jit kernel of gate.py, norm_act_kernels.py and batch_stats.py with
+Builds each @triton.jit kernel of gate.py, norm_act_kernels.py, batch_stats.py, bn_tail.py with
 Triton's real compiler down to a cubin for sm_<arch> (ptxas ships with triton), for every input
 dtype (fp32, bf16, fp16; scale/shift fp32 as the norms produce them), the COMBINE/SHORT_NORM
 variants and the row-block sizes of _triton_utils.row_block (planes of 4x4 up to 64x64). It
@@ -21,7 +21,8 @@ import time
 
 _PTR = {"fp32": "*fp32", "bf16": "*bf16", "fp16": "*fp16"}
 _FP32_ARGS = {"mean_ptr", "m2_ptr", "gmean_ptr", "gvar_ptr", "scale_ptr", "shift_ptr",
-              "dscale_ptr", "dshift_ptr"}  # fmt: skip
+              "dscale_ptr", "dshift_ptr", "sscale_ptr", "sshift_ptr", "dsscale_ptr",
+              "dsshift_ptr", "coef_ptr", "sums_ptr"}  # fmt: skip
 _FLOAT_ARGS = {"slope", "inv_n", "hw"}
 
 
@@ -36,7 +37,9 @@ def jobs(quick: bool = False) -> list[tuple]:
     flat = [gate._gate_mask_fwd_kernel, gate._gate_mask_bwd_kernel,
             gate._gated_combine_fwd_kernel, gate._gated_combine_bwd_kernel]  # fmt: skip
     bst = importlib.import_module("s2i_fast.kernels.batch_stats")
-    rows = [(bst._row_stats_kernel, None), (bst._stats_bwd_kernel, None)]
+    bnt = importlib.import_module("s2i_fast.kernels.bn_tail")
+    rows = [(bst._row_stats_kernel, None), (bst._stats_bwd_kernel, None),
+            (bnt._bn_tail_reduce_kernel, None), (bnt._bn_tail_grad_kernel, None)]
     merge = bst._stats_merge_kernel
     rows += [(k, c) for k in (nak._norm_act_fwd_kernel, nak._norm_act_bwd_kernel)
              for c in ((False, False), (True, False), (True, True))]  # (COMBINE, SHORT_NORM)

@@ -82,6 +82,39 @@ def _batch_stats_ref(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, var
 
 
+def _bn_act_combine_ref(
+    z_pre: torch.Tensor,
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    eps: float,
+    slope: float,
+    n_logits: torch.Tensor,
+    shortcut: torch.Tensor,
+    shortcut_gamma: torch.Tensor | None = None,
+    shortcut_beta: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MRU's tail in training, batch statistics included: (y, stats [4, C]).
+
+    BN(x) = gamma * (x - mean) * rstd + beta with the batch's mean and biased var of x; gamma,
+    beta [B, C] (CBN rows) or [C] (BN). y = norm_act_combine with z_pre normalised by BN and
+    the shortcut by its own BN when shortcut_gamma/beta are given. stats rows: mean, var of
+    z_pre, then of the shortcut (zeros without a shortcut norm)."""
+
+    def affine(x, g, b):
+        mean, var = _batch_stats_ref(x)
+        rstd = torch.rsqrt(var + eps)
+        scale = g * rstd if g.dim() == 1 else g * rstd[None]
+        return scale, b - (mean if g.dim() == 1 else mean[None]) * scale, mean, var
+
+    scale, shift, mean, var = affine(z_pre, gamma, beta)
+    stats = [mean, var, torch.zeros_like(mean), torch.zeros_like(var)]
+    s_scale = s_shift = None
+    if shortcut_gamma is not None:
+        s_scale, s_shift, stats[2], stats[3] = affine(shortcut, shortcut_gamma, shortcut_beta)
+    y = _norm_act_combine_ref(z_pre, scale, shift, slope, n_logits, shortcut, s_scale, s_shift)
+    return y, torch.stack(stats).detach()
+
+
 def _check_impl(impl: str) -> None:
     if impl not in ("ref", "triton"):
         raise ValueError(f"impl must be 'ref' or 'triton', got {impl!r}")
@@ -159,6 +192,37 @@ def norm_act_combine(
         )
     return _norm_act_combine_ref(
         z_pre, scale, shift, slope, n_logits, shortcut, shortcut_scale, shortcut_shift
+    )
+
+
+def bn_act_combine(
+    z_pre: torch.Tensor,
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    eps: float,
+    slope: float,
+    n_logits: torch.Tensor,
+    shortcut: torch.Tensor,
+    shortcut_gamma: torch.Tensor | None = None,
+    shortcut_beta: torch.Tensor | None = None,
+    impl: str = "ref",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MRU's tail in training with batch norm(s) fused, statistics and all: (y, stats).
+
+    Fused path: batch_stats + norm_act_combine forward; backward is the whole batch norm in
+    two passes (bn_tail.py). stats [4, C] (no gradient) feeds the running averages."""
+    if (shortcut_gamma is None) != (shortcut_beta is None):
+        raise ValueError("give both shortcut_gamma and shortcut_beta, or neither")
+    extra = () if shortcut_gamma is None else (shortcut_gamma, shortcut_beta)
+    if _use_triton("bn_act_combine", impl, z_pre, gamma, beta, n_logits, shortcut, *extra):
+        from s2i_fast.kernels.bn_tail import BNActCombineFunction
+
+        return BNActCombineFunction.apply(
+            z_pre, gamma, beta, n_logits, shortcut, shortcut_gamma, shortcut_beta,
+            float(eps), float(slope),
+        )  # fmt: skip
+    return _bn_act_combine_ref(
+        z_pre, gamma, beta, eps, slope, n_logits, shortcut, shortcut_gamma, shortcut_beta
     )
 
 

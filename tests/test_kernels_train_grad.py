@@ -42,6 +42,7 @@ def _t(*shape, mean=0.0, std=1.0, seed=0):
 def _cases():
     """(name, reference, Function.apply) pairs over the same fp64 leaves."""
     from s2i_fast.kernels.batch_stats import BatchStatsFunction
+    from s2i_fast.kernels.bn_tail import BNActCombineFunction
     from s2i_fast.kernels.gate import GatedCombineFunction, GateMaskFunction
     from s2i_fast.kernels.norm_act_kernels import NormActCombineFunction, NormActFunction
 
@@ -67,6 +68,17 @@ def _cases():
          lambda a, s, t, n, y, ss, st: NormActCombineFunction.apply(a, s, t, 0.2, n, y, ss, st),
          (zp, sc, sh, logits, x, sc1, sh1)),
         ("batch_stats", mru_ops._batch_stats_ref, BatchStatsFunction.apply, (zp,)),
+        ("bn_act_combine_cbn",
+         lambda a, g, b, n, y: mru_ops._bn_act_combine_ref(a, g, b, 1e-5, 0.2, n, y)[0],
+         lambda a, g, b, n, y: BNActCombineFunction.apply(a, g, b, n, y, None, None, 1e-5,
+                                                          0.2)[0],
+         (zp, sc, sh, logits, x)),
+        ("bn_act_combine_short_bn",
+         lambda a, g, b, n, y, sg, sb: mru_ops._bn_act_combine_ref(
+             a, g, b, 1e-5, 0.2, n, y, sg, sb)[0],
+         lambda a, g, b, n, y, sg, sb: BNActCombineFunction.apply(a, g, b, n, y, sg, sb, 1e-5,
+                                                                  0.2)[0],
+         (zp, sc1, sh1, logits, z, _t(c, mean=1, std=0.3, seed=9), _t(c, std=0.3, seed=10))),
     ]  # fmt: skip
 
 

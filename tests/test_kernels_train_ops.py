@@ -43,6 +43,10 @@ def _inputs(op: str, shape, gen: torch.Generator) -> list[torch.Tensor]:
         return [gate_logits, x]
     if op == "gated_combine":
         return [gate_logits, x, randn(b, c, h, w)]
+    if op.startswith("bn_act_combine"):  # gamma/beta around batch statistics computed inside
+        gamma, beta = randn(*params, mean=1.0, std=0.3), randn(*params, std=0.3)
+        short = [randn(*params, mean=1.0, std=0.3), randn(*params, std=0.3)]
+        return [z_pre, gamma, beta, gate_logits, x] + (short if "_short" in op else [])
     if op.startswith("norm_act_combine_short"):  # shortcut norm fused: x is its input
         sscale, sshift = randn(*params, mean=1.0, std=0.5), randn(*params, std=0.5)
         return [z_pre, scale, shift, gate_logits, x, sscale, sshift]
@@ -61,6 +65,11 @@ def _call(op: str, impl: str, *t: torch.Tensor):
         return mru_ops.gate_mask(t[0][:, :c], t[1], impl=impl)  # m_logits: leading channels
     if op == "gated_combine":
         return mru_ops.gated_combine(t[0][:, EXTRA:], t[1], t[2], impl=impl)  # trailing ones
+    if op.startswith("bn_act_combine"):
+        short = {} if len(t) == 5 else {"shortcut_gamma": t[5], "shortcut_beta": t[6]}
+        return mru_ops.bn_act_combine(
+            t[0], t[1], t[2], 1e-5, 0.2, t[3][:, EXTRA:], t[4], impl=impl, **short
+        )
     if op.startswith("norm_act_combine"):
         short = {} if len(t) == 5 else {"shortcut_scale": t[5], "shortcut_shift": t[6]}
         return mru_ops.norm_act_combine(
@@ -73,12 +82,13 @@ def _call(op: str, impl: str, *t: torch.Tensor):
 
 OPS = ["gate_mask", "gated_combine", "norm_act", "norm_act_bn", "norm_act_combine",
        "norm_act_combine_bn", "norm_act_combine_short", "norm_act_combine_short_bn",
-       "batch_stats"]  # fmt: skip
+       "bn_act_combine", "bn_act_combine_short_bn", "batch_stats"]  # fmt: skip
 KERNELS = {
     "gate_mask": "gate_mask", "gated_combine": "gated_combine", "norm_act": "norm_act",
     "norm_act_bn": "norm_act", "norm_act_combine": "norm_act_combine",
     "norm_act_combine_bn": "norm_act_combine", "norm_act_combine_short": "norm_act_combine",
     "norm_act_combine_short_bn": "norm_act_combine", "batch_stats": "batch_stats",
+    "bn_act_combine": "bn_tail", "bn_act_combine_short_bn": "bn_tail",
 }  # fmt: skip
 
 
@@ -99,16 +109,19 @@ def test_forward_backward_match_reference(op, shape, dtype):
     exact_out, exact_grads = run("ref", [t.double() for t in lowp])
     torch_out, torch_grads = run("ref", lowp)
     name = KERNELS[op]
-    before = (tu.LAUNCHES[f"{name}_fwd"], tu.LAUNCHES[f"{name}_bwd"])
+    fwd, bwd = ("norm_act_combine_fwd", "bn_tail_grad") if name == "bn_tail" else (
+        f"{name}_fwd", f"{name}_bwd")  # fmt: skip
+    before = (tu.LAUNCHES[fwd], tu.LAUNCHES[bwd])
     got_out, got_grads = run("triton", lowp)
-    after = (tu.LAUNCHES[f"{name}_fwd"], tu.LAUNCHES[f"{name}_bwd"])
+    after = (tu.LAUNCHES[fwd], tu.LAUNCHES[bwd])
     assert after[0] > before[0] and after[1] > before[1], f"{name}: the Triton kernels did not run"
 
     b, _, h, w = shape
     for i, (g, t, e) in enumerate(zip(got_out, torch_out, exact_out, strict=True)):
-        if op != "batch_stats":
+        stats = op == "batch_stats" or (op.startswith("bn_") and i == 1)  # fp32 statistics
+        if not stats:
             assert g.dtype == dtype, f"output {i}: dtype {g.dtype}, want the input dtype {dtype}"
-        terms = b * h * w if op == "batch_stats" else 1  # statistics: sums over (B, H, W)
+        terms = b * h * w if stats else 1  # statistics: sums over (B, H, W)
         assert_within_torch_error(f"{op} output {i}", g, t.to(g.dtype), e, terms)
     for i, (g, t, e) in enumerate(zip(got_grads, torch_grads, exact_grads, strict=True)):
         assert g is not None, f"{op}: no gradient for input {i}"
@@ -173,4 +186,4 @@ def test_kernels_compile_for_an_h100_without_one():
     )  # fmt: skip
     tail = (proc.stdout + proc.stderr)[-3000:]
     assert proc.returncode == 0, tail
-    assert "21/21 specialisations compiled for sm_90" in proc.stdout, tail
+    assert "25/25 specialisations compiled for sm_90" in proc.stdout, tail

@@ -72,21 +72,35 @@ class MRU(nn.Module):
         self, x: torch.Tensor, image: torch.Tensor, label: torch.Tensor | None
     ) -> torch.Tensor:
         """impl="triton": the same function; convs stay on cuDNN, the elementwise chain runs in
-        fused kernels: gate_mask, batch_stats (one read of each conv output), and
-        norm_act_combine (both norms' apply, LeakyReLU and the gated combine in one pass: z and
-        the normalised shortcut are never written). Where a kernel cannot run, mru_ops falls
-        back to the reference with one warning."""
+        fused kernels: gate_mask, then in training bn_act_combine (batch statistics of both
+        norms in one pass each; both norms' apply, LeakyReLU and the gated combine in one
+        pass; the whole batch-norm backward in two), in eval norm_act_combine with the
+        running statistics. z and the normalised shortcut are never written. Where a kernel
+        cannot run, mru_ops falls back to the reference with one warning."""
         impl = "triton"
         cx = self.in_channels
         gate_logits = self.conv_gate(torch.cat([x, image], 1))  # [B, Cx + Co, H, W]
         m_logits, n_logits = gate_logits[:, :cx], gate_logits[:, cx:]  # views, read in place
         masked_x = mru_ops.gate_mask(m_logits, x, impl=impl)  # [B, Cx, H, W]
         z_pre = self.conv_z(torch.cat([masked_x, image], 1))  # [B, Co, H, W]
+        shortcut = x if self.conv_short is None else self.conv_short(x)  # [B, Co, H, W]
+        norms = [self.norm_z] + ([] if self.norm_short is None else [self.norm_short])
+        if all(n.fusable_batch_norm() and n.eps == self.norm_z.eps for n in norms):
+            gamma, beta = self.norm_z.affine(label)
+            s_gamma, s_beta = (None, None) if self.norm_short is None else (
+                self.norm_short.affine(label))  # fmt: skip
+            y, stats = mru_ops.bn_act_combine(
+                z_pre, gamma, beta, self.norm_z.eps, self.act_slope, n_logits, shortcut,
+                s_gamma, s_beta, impl=impl,
+            )  # fmt: skip
+            count = z_pre.numel() // z_pre.shape[1]
+            self.norm_z._update_running(stats[0], stats[1], count)
+            if self.norm_short is not None:
+                self.norm_short._update_running(stats[2], stats[3], count)
+            return y
         scale, shift = self.norm_z.scale_shift(z_pre, label, impl=impl)
-        if self.conv_short is None:
-            shortcut, s_scale, s_shift = x, None, None
-        else:
-            shortcut = self.conv_short(x)  # [B, Co, H, W], normalised inside the kernel
+        s_scale = s_shift = None
+        if self.norm_short is not None:
             s_scale, s_shift = self.norm_short.scale_shift(shortcut, label, impl=impl)
         return mru_ops.norm_act_combine(
             z_pre, scale, shift, self.act_slope, n_logits, shortcut, impl=impl,

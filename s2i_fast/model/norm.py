@@ -60,6 +60,12 @@ class _StatNorm(nn.Module):
         self._update_running(mean, var, count)
         return mean, var
 
+    def fusable_batch_norm(self) -> bool:
+        """True when a fused kernel may compute this norm's batch statistics itself (training,
+        statistics not synchronised across ranks); it then hands them to _update_running."""
+        syncing = self.sync and dist.is_available() and dist.is_initialized()
+        return self.training and not syncing
+
     def _update_running(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
         with torch.no_grad():
             unbiased = var * (count / max(count - 1, 1))
@@ -83,6 +89,10 @@ class BatchNorm2d(_StatNorm):
         scale = self.weight * torch.rsqrt(var + self.eps)  # [C]
         shift = self.bias - mean * scale  # [C]
         return scale, shift
+
+    def affine(self, label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gamma, beta), [C] each."""
+        return self.weight, self.bias
 
     def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         scale, shift = self.scale_shift(x)
@@ -116,6 +126,12 @@ class ConditionalBatchNorm2d(_StatNorm):
         scale = self.gamma(label) * rstd[None]  # [B, C]
         shift = self.beta(label) - mean[None] * scale  # [B, C]
         return scale, shift
+
+    def affine(self, label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gamma, beta) looked up per sample, [B, C] each."""
+        if label is None:
+            raise ValueError("ConditionalBatchNorm2d needs a class label")
+        return self.gamma(label), self.beta(label)
 
     def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         scale, shift = self.scale_shift(x, label)
