@@ -3,7 +3,9 @@
     python bench/bench_kernels_train.py                  # CUDA: paper-preset MRU shapes
     python bench/bench_kernels_train.py --smoke          # CPU, Triton interpreter, tiny shapes
 
-For each op (gate_mask, gated_combine, norm_act, norm_act_combine[_short], batch_stats), each level
+For each op (gate_mask, gated_combine, norm_act, norm_act_combine[_short], batch_stats,
+bn_act_combine: the MRU tail in training, batch statistics and batch-norm backward included;
+scale/shift stand for gamma/beta there), each level
 of the paper preset at 64x64 (level r has C = 4096 / r channels at r x r; gate_mask reads the
 decoder MRU inputs, 1.5x wider), batch 16 and 64, dtype bf16 and fp32, impl ref and triton,
 mode forward / backward / full: milliseconds (median, p20, p80 via triton.testing.do_bench),
@@ -43,7 +45,7 @@ from s2i_fast.kernels import _triton_utils as tu  # noqa: E402
 from s2i_fast.kernels import mru_ops  # noqa: E402
 
 OPS = ["gate_mask", "gated_combine", "norm_act", "norm_act_combine", "norm_act_combine_short",
-       "batch_stats"]  # fmt: skip
+       "batch_stats", "bn_act_combine"]  # fmt: skip
 # minimal bytes per element of the [B, C, H, W] tensor, (forward, backward), in elements:
 # reads + writes of full tensors; per-channel parameters and statistics are negligible
 TRAFFIC = {
@@ -53,6 +55,10 @@ TRAFFIC = {
     "norm_act_combine": (4, 7),  # fwd: z_pre, logits, s -> y; bwd: g + 3 -> 3 grads
     "norm_act_combine_short": (4, 7),  # the same, reading the shortcut before its norm
     "batch_stats": (1, 2),  # fwd: x;                      bwd: x -> dx
+    # the MRU tail in training, CBN on z_pre and the shortcut, statistics included:
+    # fwd: stats of z_pre and s_pre, then z_pre, logits, s_pre -> y; bwd: two passes of 4 reads,
+    # the second writing dz_pre, dlogits, ds_pre
+    "bn_act_combine": (6, 11),
 }
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -102,15 +108,23 @@ def make_case(op: str, b: int, c: int, r: int, dtype: torch.dtype, device):  # n
         )  # fmt: skip
     if op == "batch_stats":
         return [z_pre], lambda impl: mru_ops.batch_stats(z_pre, impl=impl)
+    if op == "bn_act_combine":  # CBN rows for z_pre and the shortcut, as in G's MRUs
+        logits, s_pre = randn(b, 2 * c, r, r), randn(b, c, r, r)
+        s_gamma = (torch.rand(b, c, generator=g, device=device) + 0.5).requires_grad_()
+        s_beta = torch.randn(b, c, generator=g, device=device).requires_grad_()
+        leaves = [z_pre, scale, shift, logits, s_pre, s_gamma, s_beta]
+        return leaves, lambda impl: mru_ops.bn_act_combine(
+            z_pre, scale, shift, 1e-5, 0.2, logits[:, c:], s_pre, s_gamma, s_beta, impl=impl
+        )
     raise ValueError(op)
 
 
 def measure(op, b, c, r, dtype, impl, mode, device):  # noqa: ANN001
     leaves, call = make_case(op, b, c, r, dtype, device)
 
-    def outputs():
+    def outputs():  # the differentiable outputs (bn_act_combine's statistics are not)
         out = call(impl)
-        return out if isinstance(out, tuple) else (out,)
+        return tuple(o for o in (out if isinstance(out, tuple) else (out,)) if o.requires_grad)
 
     outs = outputs()
     grads = [torch.randn_like(o) for o in outs]
