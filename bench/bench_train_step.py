@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.smoke:
         require_cuda("bench_train_step")
     device = torch.device("cpu" if a.smoke else "cuda")
+    torch.backends.cudnn.benchmark = True  # as a trainer would; the same for both impls
     amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.amp]
     if amp is torch.float16:
         print("note: fp16 without a GradScaler here (timing only)", file=sys.stderr)
