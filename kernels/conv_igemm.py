@@ -371,6 +371,32 @@ def _strides(t: torch.Tensor, name: str) -> tuple[int, int]:
     return t.stride(0), t.stride(2)
 
 
+def _check_operands(x, w, n_out, ksize, c1, c2, c3, image, bias, scale, ws, hin, win, ho, wo,
+                    stride, upsample) -> None:  # noqa: ANN001
+    """Shapes the kernel trusts (a mismatch would read out of bounds, not fail)."""
+    rows = ksize * ksize * (c1 + c2)
+    if tuple(w.shape) != (rows, n_out):
+        raise ValueError(f"weights must be [{rows}, {n_out}] (k*k*(C1+C2), N), got "
+                         f"{tuple(w.shape)}")
+    if image is not None and (image.dtype != x.dtype or tuple(image.shape[1:3]) != (hin, win)):
+        raise ValueError(f"image {tuple(image.shape)} {image.dtype} does not match x "
+                         f"{tuple(x.shape)} {x.dtype}")
+    if x.dtype != w.dtype:
+        raise ValueError(f"x ({x.dtype}) and weights ({w.dtype}) must share a dtype")
+    if bias is not None and bias.numel() != n_out:
+        raise ValueError(f"bias must have {n_out} values, got {bias.numel()}")
+    if scale is not None and (scale.dim() != 2 or scale.shape[1] != n_out):
+        raise ValueError(f"norm tables must be [classes, {n_out}], got {tuple(scale.shape)}")
+    if ws is not None and tuple(ws.shape) != (c3, n_out):
+        raise ValueError(f"shortcut weights must be [{c3}, {n_out}], got {tuple(ws.shape)}")
+    up = 2 if upsample else 1
+    want = ((hin * up - 1) // stride + 1, (win * up - 1) // stride + 1) if ksize == 3 else (
+        hin, win)
+    if (ho, wo) != want:
+        raise ValueError(f"output size {(ho, wo)} does not match input {(hin, win)} "
+                         f"(stride {stride}, upsample {upsample}): expected {want}")
+
+
 def _launch(*, x, w, n_out, out, out_strides, batch, ho, wo, image=None, bias=None, scale=None,
             shift=None, label=None, aux=None, sc=None, ws=None, sscale=None, sshift=None,
             out2=None, ksize=3, stride=1, upsample=None, epi=EPI_PLAIN, act="none",
@@ -379,6 +405,8 @@ def _launch(*, x, w, n_out, out, out_strides, batch, ho, wo, image=None, bias=No
     c2 = 0 if image is None else image.shape[3]
     c3 = 0 if (sc is None or ws is None) else sc.shape[3]
     hin, win = x.shape[1], x.shape[2]
+    _check_operands(x, w, n_out, ksize, c1, c2, c3, image, bias, scale, ws, hin, win, ho, wo,
+                    stride, upsample)
     m = batch * ho * wo
     x_bs, x_ps = _strides(x, "x")
     img_bs, img_ps = _strides(image, "image") if image is not None else (0, 0)

@@ -147,7 +147,7 @@ def test_split_k_matches_and_leaves_workspace_zeroed(split: int) -> None:
     ws, cnt = K.split_workspace(torch.device("cpu"), 1, 1)
     assert ws.abs().max() == 0 and cnt.abs().max() == 0
     with pytest.raises(ValueError, match="split"):
-        K.conv_nhwc(nhwc(x), K.weight_to_gemm(wt), out, split=4)
+        K.conv_nhwc(nhwc(x), K.weight_to_gemm(wt), out, image=nhwc(img), split=4)
 
 
 CUDA_COMPILED = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
@@ -184,3 +184,17 @@ def test_mru_kernels_at_paper_shapes_on_gpu(b: int, r: int, cx: int, co: int,
                             ws.to(dt), sc, sh)
 
     assert_close(nchw(y), ref(torch.float32), ref(dtype), dtype, "MRU on GPU")
+
+
+def test_mismatched_operands_are_rejected_before_launch() -> None:
+    """The kernel trusts shapes (a mismatch would read out of bounds): the launcher checks."""
+    x, out = torch.randn(1, 5, 4, 6), torch.empty(1, 5, 4, 2)
+    with pytest.raises(ValueError, match="weights must be"):
+        K.conv_nhwc(x, torch.randn(53, 2), out)
+    with pytest.raises(ValueError, match="share a dtype"):
+        K.conv_nhwc(x, torch.randn(54, 2, dtype=torch.float16), out)
+    with pytest.raises(ValueError, match="output size"):
+        K.conv_nhwc(x, torch.randn(54, 2), out, stride=2)
+    with pytest.raises(ValueError, match="norm tables"):
+        K.conv_nhwc(x, torch.randn(54, 2), out, scale=torch.ones(3, 5), shift=torch.ones(3, 5),
+                    label=torch.zeros(1, dtype=torch.int64))
