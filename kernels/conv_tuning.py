@@ -63,6 +63,8 @@ def _prune(configs, named_args, **kwargs):  # noqa: ANN001, ANN202  (autotune ho
     m, n, ks, c1 = arg("M"), arg("N"), arg("KS"), arg("C1")
     keep = [c for c in configs if config_fits(c.kwargs["BM"], c.kwargs["BN"], m, n,
                                               c.kwargs["SPLIT"], ks, c.kwargs["BK"], c1)]
+    if arg("IEEE"):  # fp32 (exact FMA dot, a debugging precision): small tiles compile fast
+        keep = [c for c in keep if c.kwargs["BM"] * c.kwargs["BN"] <= 64 * 64]
     return keep or [c for c in configs if c.kwargs["SPLIT"] == 1][:1]
 
 
