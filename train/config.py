@@ -36,7 +36,7 @@ class LabelTricks:
 
 @dataclass
 class TrainConfig:
-    losses: str = "seed"
+    losses: str = "seed"  # the dataclass default; the CLI defaults to sketchygan
     weights: LossWeights = field(default_factory=LossWeights)
     labels: LabelTricks = field(default_factory=LabelTricks)
     lr_g: float = 1e-4

@@ -164,7 +164,7 @@ def _run(opts: dict[str, Any], explicit: set[str], dist_info: ddp.DistInfo, t_st
                 overrides[key] = opts[key]
         if opts.get("keep") is not None:
             overrides["keep_checkpoints"] = opts["keep"]
-        tcfg = TrainConfig.from_preset(opts.get("losses") or "seed", **overrides)
+        tcfg = TrainConfig.from_preset(opts.get("losses") or "sketchygan", **overrides)
         if opts.get("data"):
             root = Path(opts["data"])
             if not root.is_dir():
