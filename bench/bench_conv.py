@@ -59,17 +59,25 @@ def describe(rec: tuple) -> tuple[str, str, float, float]:
     m, n = rec[3], rec[4]
     c1, c2, c3, ks = meta["C1"], meta["C2"], meta["C3"], meta["KS"]
     macs = m * n * (ks * ks * (c1 + c2) + c3)
-    w, x = args[2], args[0]
+    a = conv_args(rec)
+    w = a["w_ptr"]
     es = w.element_size()
-    hin, win = args[15], args[16]
-    batch = m // (args[17] * args[18])
+    hin, win, ho, wo = a["Hin"], a["Win"], a["Ho"], a["Wo"]
+    batch = m // (ho * wo)
     bytes_ = (w.numel() + batch * hin * win * (c1 * (4 if meta["UP"] == 2 else 1) + c2)
               + m * n * (2 if meta["EPI"] else 1) + m * c3) * es
     up = {0: "", 1: " up-nearest", 2: " up-shuffle"}[meta["UP"]]
-    shape = (f"{EPI_NAMES[meta['EPI']]} {args[17]}x{args[18]} {c1}+{c2}"
+    shape = (f"{EPI_NAMES[meta['EPI']]} {ho}x{wo} {c1}+{c2}"
              f"{f'+{c3}' if c3 else ''}->{n} s{meta['STRIDE']}{up}")
-    del x
     return "conv", shape, float(macs), float(bytes_)
+
+
+def conv_args(rec: tuple) -> dict:
+    """The recorded positional arguments of a conv launch by the kernel's parameter names."""
+    from s2i_fast.kernels import conv_igemm
+
+    names = [n for n in conv_igemm._conv_kernel.arg_names if n not in rec[2]]
+    return dict(zip(names, rec[1], strict=False))
 
 
 def cudnn_ms(rec: tuple, dtype, torch, do_bench) -> float:  # noqa: ANN001
@@ -77,11 +85,11 @@ def cudnn_ms(rec: tuple, dtype, torch, do_bench) -> float:  # noqa: ANN001
     import torch.nn.functional as F
 
     meta, m = rec[2], rec[3]
-    args = rec[1]
-    ho, wo = args[17], args[18]
+    a = conv_args(rec)
+    ho, wo = a["Ho"], a["Wo"]
     b = m // (ho * wo)
     cin = meta["C1"] + meta["C2"]
-    hin, win = (ho, wo) if meta["UP"] else (args[15], args[16])
+    hin, win = (ho, wo) if meta["UP"] else (a["Hin"], a["Win"])
     x = torch.randn(b, cin, hin, win, device="cuda", dtype=dtype).to(
         memory_format=torch.channels_last)
     w = torch.randn(rec[4], cin, meta["KS"], meta["KS"], device="cuda", dtype=dtype).to(

@@ -45,3 +45,29 @@ def test_generator_bench_smoke_writes_checked_rows(tmp_path: Path) -> None:
 def test_unknown_backend_is_an_error_not_a_skip() -> None:
     res = run("bench_generator.py", "--backends", "triton,tensorrt")
     assert res.returncode == 1 and "unknown backend(s) ['tensorrt']" in res.stderr
+
+
+def test_conv_bench_counts_the_generators_multiply_adds() -> None:
+    """bench_conv's per-launch MAC count (its TFLOP/s numerator), summed over a traced forward,
+    equals the multiply-adds of every nn.Conv2d in the reference Generator."""
+    sys.path.insert(0, str(BENCH))
+    from bench_conv import describe
+    from s2i_fast.kernels.compile_check import trace_launches
+
+    from s2i_fast.config import ModelConfig
+    from s2i_fast.model.networks import Generator
+
+    gen = Generator(ModelConfig(base=2, num_classes=3, noise_channels=8)).eval()
+    recs = trace_launches(gen, torch.float16, 2)  # records launches, runs nothing
+    ours = sum(describe(r)[2] for r in recs if r[0] == "conv")
+    total = []
+
+    def hook(mod, inp, out):  # noqa: ANN001, ANN202
+        total.append(out.numel() * mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1])
+
+    for m in gen.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        gen(torch.zeros(2, 1, 64, 64), torch.zeros(2, dtype=torch.int64), torch.zeros(2, 64))
+    assert ours == sum(total)
