@@ -39,7 +39,8 @@ def config_fits(bm: int, bn: int, m: int, n: int, split: int = 1, ks: int = 3, b
     """Autotune pruning. Regime: N <= 32 -> the narrow set; less than one wave of programs
     with 64x64 tiles (132 SMs on an H100) -> the small set (split-K only for 3x3 convs); else
     the large set. Within it, no tile taller than the rows or wider than the columns, no
-    128-channel chunk for a dot-path input of <= 64 channels."""
+    128-channel chunk for a dot-path input of <= 64 channels, no tile over 64x64 for a narrow
+    (rank-1, unrolled) input."""
     cfg = (bm, bn, bk)
     if n <= 32:
         regime = _NARROW
@@ -52,6 +53,8 @@ def config_fits(bm: int, bn: int, m: int, n: int, split: int = 1, ks: int = 3, b
     if split > 1 and ks != 3:
         return False
     if bm > max(16, _npow2(m)) or bn > max(16, _npow2(n)):
+        return False
+    if 0 < c1 < RANK1_BELOW and bm * bn > 64 * 64:  # unrolled rank-1 taps: keep code small
         return False
     return not (c1 >= RANK1_BELOW and bk > max(64, _npow2(c1)))
 
