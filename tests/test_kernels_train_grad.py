@@ -10,7 +10,7 @@ import copy
 
 import pytest
 import torch
-from _kernels_train_check import assert_close_to
+from _kernels_train_check import DEVICE, assert_close_to
 from s2i_fast.kernels import _triton_utils as tu
 from s2i_fast.kernels import mru_ops
 
@@ -24,19 +24,22 @@ SHAPE = (2, 3, 3, 5)  # small: gradcheck perturbs every element
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _one_thread_no_tf32():
     """One intra-op thread: these tiny convolutions gain nothing from two, and on a shared,
-    loaded box two threads made the discriminator test several times slower."""
-    threads = torch.get_num_threads()
+    loaded box two threads made the discriminator test several times slower. On a GPU, no
+    TF32: its 10-bit inputs would turn 1e-7 elementwise differences into 1e-3 ones."""
+    threads, tf32 = torch.get_num_threads(), torch.backends.cudnn.allow_tf32
     torch.set_num_threads(1)
+    torch.backends.cudnn.allow_tf32 = False
     yield
     torch.set_num_threads(threads)
+    torch.backends.cudnn.allow_tf32 = tf32
 
 
 def _t(*shape, mean=0.0, std=1.0, seed=0):
     g = torch.Generator().manual_seed(seed)
     t = torch.randn(*shape, generator=g, dtype=torch.float64) * std + mean
-    return t.requires_grad_()
+    return t.to(DEVICE).requires_grad_()
 
 
 def _cases():
@@ -106,7 +109,7 @@ def test_gradgradcheck_function(name):
 def _pair(cx: int, co: int, norm: str, dtype: torch.dtype):
     torch.manual_seed(0)
     factory = (lambda c: ConditionalBatchNorm2d(c, 4)) if norm == "cbn" else BatchNorm2d
-    ref = MRU(cx, 2, co, factory).to(dtype)
+    ref = MRU(cx, 2, co, factory).to(DEVICE, dtype)
     for mod in ref.modules():  # non-trivial affine so scale/shift gradients matter
         if isinstance(mod, ConditionalBatchNorm2d):
             torch.nn.init.normal_(mod.gamma.weight, 1.0, 0.3)
@@ -126,9 +129,9 @@ def test_mru_double_backward_matches_reference(cx, co, norm):
     with create_graph=True), the penalty's gradients w.r.t. x and every parameter."""
     ref, fused = _pair(cx, co, norm, torch.float64)
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(3, cx, 5, 7, generator=gen, dtype=torch.float64)
-    image = torch.randn(3, 2, 5, 7, generator=gen, dtype=torch.float64)
-    label = torch.tensor([0, 3, 1]) if norm == "cbn" else None
+    x = torch.randn(3, cx, 5, 7, generator=gen, dtype=torch.float64).to(DEVICE)
+    image = torch.randn(3, 2, 5, 7, generator=gen, dtype=torch.float64).to(DEVICE)
+    label = torch.tensor([0, 3, 1], device=DEVICE) if norm == "cbn" else None
     results = []
     before = tu.launches_total()
     for mru in (ref, fused):
@@ -154,12 +157,12 @@ def test_dragan_penalty_through_discriminator_matches_reference():
 
     cfg = ModelConfig(base=2, resolution=64, num_classes=3)
     torch.manual_seed(0)
-    d_ref = Discriminator(cfg)
+    d_ref = Discriminator(cfg).to(DEVICE)
     d_fused = copy.deepcopy(d_ref)
     d_fused.set_impl("triton")
     gen = torch.Generator().manual_seed(2)
-    real = torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1
-    sketch = torch.rand(2, 1, 64, 64, generator=gen) * 2 - 1
+    real = (torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1).to(DEVICE)
+    sketch = (torch.rand(2, 1, 64, 64, generator=gen) * 2 - 1).to(DEVICE)
     out = []
     for d in (d_ref, d_fused):
         torch.manual_seed(5)  # the penalty's own random draws

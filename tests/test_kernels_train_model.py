@@ -9,7 +9,7 @@ import copy
 
 import pytest
 import torch
-from _kernels_train_check import assert_close_to
+from _kernels_train_check import DEVICE, assert_close_to
 from s2i_fast.kernels import _triton_utils as tu
 from s2i_fast.train.losses import aux_class_loss, dragan_penalty, gan_loss, l1_loss
 
@@ -22,13 +22,16 @@ CLASSES = 3
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _one_thread_no_tf32():
     """One intra-op thread: the micro networks' convolutions gain nothing from two, and on a
-    shared, loaded box two threads made a GAN step 6x slower (2.4 s vs 14.8 s measured)."""
-    threads = torch.get_num_threads()
+    shared, loaded box two threads made a GAN step 6x slower (2.4 s vs 14.8 s measured). On a
+    GPU, no TF32: its 10-bit inputs would amplify 1e-7 elementwise differences to 1e-3."""
+    threads, tf32 = torch.get_num_threads(), torch.backends.cudnn.allow_tf32
     torch.set_num_threads(1)
+    torch.backends.cudnn.allow_tf32 = False
     yield
     torch.set_num_threads(threads)
+    torch.backends.cudnn.allow_tf32 = tf32
 
 
 def _cfg() -> ModelConfig:
@@ -41,12 +44,12 @@ def _batch(seed: int = 0):
     photo = torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1  # [B, 3, R, R]
     label = torch.tensor([0, 2])
     noise = torch.randn(2, 64, generator=gen)
-    return sketch, photo, label, noise
+    return tuple(t.to(DEVICE) for t in (sketch, photo, label, noise))
 
 
 def test_generator_and_discriminator_match_reference():
     torch.manual_seed(0)
-    g_ref, d_ref = Generator(_cfg()), Discriminator(_cfg())
+    g_ref, d_ref = Generator(_cfg()).to(DEVICE), Discriminator(_cfg()).to(DEVICE)
     g_tri, d_tri = copy.deepcopy(g_ref), copy.deepcopy(d_ref)
     g_tri.set_impl("triton")
     d_tri.set_impl("triton")
@@ -79,7 +82,7 @@ def _gan_steps(impl: str, steps: int) -> list[tuple[float, float]]:
     """The trainer's step, minus the perceptual and diversity terms: D on BCE + AC + DRAGAN,
     then G on BCE + AC + L1; Adam as the 'seed' preset (lr D 2e-4, G 1e-4)."""
     torch.manual_seed(0)
-    G, D = Generator(_cfg()), Discriminator(_cfg())
+    G, D = Generator(_cfg()).to(DEVICE), Discriminator(_cfg()).to(DEVICE)
     G.set_impl(impl)
     D.set_impl(impl)
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.5, 0.999))
@@ -130,18 +133,18 @@ def test_mru_under_bf16_autocast_is_as_close_to_fp32_as_torch():
     from s2i_fast.model import MRU, ConditionalBatchNorm2d
 
     torch.manual_seed(0)
-    mru = MRU(5, 1, 13, lambda c: ConditionalBatchNorm2d(c, CLASSES))
+    mru = MRU(5, 1, 13, lambda c: ConditionalBatchNorm2d(c, CLASSES)).to(DEVICE)
     gen = torch.Generator().manual_seed(3)
-    x = torch.randn(3, 5, 9, 11, generator=gen)
-    image = torch.randn(3, 1, 9, 11, generator=gen)
-    label = torch.tensor([0, 2, 1])
-    weight = torch.randn(3, 13, 9, 11, generator=gen)
+    x = torch.randn(3, 5, 9, 11, generator=gen).to(DEVICE)
+    image = torch.randn(3, 1, 9, 11, generator=gen).to(DEVICE)
+    label = torch.tensor([0, 2, 1], device=DEVICE)
+    weight = torch.randn(3, 13, 9, 11, generator=gen).to(DEVICE)
 
     def run(impl: str, autocast: bool):
         m = copy.deepcopy(mru)
         m.impl = impl
         xx = x.clone().requires_grad_()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=autocast):
             y = m(xx, image, label)
         (y.float() * weight).sum().backward()
         return y.float(), xx.grad
@@ -160,7 +163,7 @@ def test_mru_under_bf16_autocast_is_as_close_to_fp32_as_torch():
 
 def test_eval_mode_uses_running_statistics_on_the_fused_path():
     torch.manual_seed(0)
-    g_ref = Generator(_cfg())
+    g_ref = Generator(_cfg()).to(DEVICE)
     sketch, _, label, noise = _batch()
     g_ref(sketch, label, noise)  # one training step's statistics into the running buffers
     g_tri = copy.deepcopy(g_ref)

@@ -12,7 +12,7 @@ import zlib
 
 import pytest
 import torch
-from _kernels_train_check import assert_within_torch_error, grads_of
+from _kernels_train_check import DEVICE, assert_within_torch_error, grads_of
 from s2i_fast.kernels import _triton_utils as tu
 from s2i_fast.kernels import mru_ops
 
@@ -98,7 +98,7 @@ KERNELS = {
 def test_forward_backward_match_reference(op, shape, dtype):
     gen = torch.Generator().manual_seed(zlib.crc32(f"{op}{shape}".encode()))  # stable per case
     master = _inputs(op, shape, gen)
-    lowp = [t.to(dtype) for t in master]  # the inputs every run sees, rounded to dtype
+    lowp = [t.to(DEVICE, dtype) for t in master]  # the inputs every run sees, rounded to dtype
 
     def run(impl: str, inputs: list[torch.Tensor]):
         leaves = [t.clone().requires_grad_() for t in inputs]
@@ -132,14 +132,16 @@ def test_forward_backward_match_reference(op, shape, dtype):
 
 
 def test_channel_slice_is_read_in_place_and_other_layouts_are_copied():
-    gate_logits = torch.randn(3, 13 + 4, 5, 7)
+    gate_logits = torch.randn(3, 13 + 4, 5, 7, device=DEVICE)
     m_logits = gate_logits[:, :13]
     view, stride_b = tu.sample_view(m_logits)
     assert view.data_ptr() == m_logits.data_ptr() and stride_b == 17 * 35
-    x = torch.randn(3, 13, 5, 7).to(memory_format=torch.channels_last)  # not sample-contiguous
+    x = torch.randn(3, 13, 5, 7, device=DEVICE).to(memory_format=torch.channels_last)
     view, stride_b = tu.sample_view(x)
     assert view[0].is_contiguous() and stride_b == 13 * 35
-    got = mru_ops.gate_mask(m_logits, x, impl="triton")
+    before = tu.launches_total()
+    got = mru_ops.gate_mask(m_logits, x, impl="triton")  # x is not sample-contiguous: copied
+    assert tu.launches_total() > before, "the Triton kernel did not run"
     want = mru_ops.gate_mask(m_logits, x, impl="ref")
     assert (got - want).abs().max().item() < 1e-6
 
