@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from s2i_fast.config import ModelConfig
+from s2i_fast.kernels import mru_ops
 from s2i_fast.model.mru import MRU
 from s2i_fast.model.norm import BatchNorm2d, ConditionalBatchNorm2d
 
@@ -38,16 +39,31 @@ def image_pyramid(image: torch.Tensor, resolutions: list[int]) -> dict[int, torc
 
 
 class NormAct(nn.Module):
-    """conv -> norm -> LeakyReLU, the block after each MRU."""
+    """conv -> norm -> LeakyReLU, the block after each MRU.
 
-    def __init__(self, conv: nn.Module, norm: nn.Module, slope: float) -> None:
+    impl="triton" runs the norm's statistics and its apply step + LeakyReLU as fused kernels
+    (the same function; the conv stays on cuDNN).
+    """
+
+    def __init__(self, conv: nn.Module, norm: nn.Module, slope: float, impl: str = "ref") -> None:
         super().__init__()
         self.conv = conv
         self.norm = norm
         self.slope = slope
+        self.impl = impl
 
     def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        return F.leaky_relu(self.norm(self.conv(x), label), self.slope)
+        y = self.conv(x)
+        if self.impl == "triton":
+            scale, shift = self.norm.scale_shift(y, label, impl="triton")
+            return mru_ops.norm_act(y, scale, shift, self.slope, impl="triton")
+        return F.leaky_relu(self.norm(y, label), self.slope)
+
+
+def _set_impl(root: nn.Module, impl: str) -> None:
+    for m in root.modules():
+        if isinstance(m, (MRU, NormAct)):
+            m.impl = impl
 
 
 class Upsample(nn.Module):
@@ -82,6 +98,9 @@ class Generator(nn.Module):
         res = cfg.resolution
         if cfg.stem == "label":
             self.stem_embed = nn.Embedding(cfg.num_classes, res * res)
+            # N(0, 0.02), the usual GAN init: nn.Embedding's N(0, 1) is per-pixel white noise
+            # that Adam barely moves in a short run and shows as speckle on every output
+            nn.init.normal_(self.stem_embed.weight, 0.0, 0.02)
             stem_ch = 1
         else:
             self.stem_conv = nn.Conv2d(1, 8, 3, padding=1)
@@ -93,7 +112,8 @@ class Generator(nn.Module):
         for r in self.resolutions:
             w = level_width(cfg, r)
             self.enc_mru.append(mru(cin, w))
-            self.enc_down.append(NormAct(nn.Conv2d(w, w, 3, 2, 1, bias=False), cbn(w), slope))
+            down = nn.Conv2d(w, w, 3, 2, 1, bias=False)
+            self.enc_down.append(NormAct(down, cbn(w), slope, cfg.impl))
             cin = w
 
         self.noise_fc = nn.Linear(cfg.noise_dim, cfg.noise_channels * 16)
@@ -106,7 +126,7 @@ class Generator(nn.Module):
             self.dec_mru.append(mru(cin, w))
             up = Upsample(cfg.upsample, w)
             conv = nn.Conv2d(up.out_channels, w // 2 if w > 1 else 1, 3, padding=1, bias=False)
-            block = NormAct(conv, cbn(conv.out_channels), slope)
+            block = NormAct(conv, cbn(conv.out_channels), slope, cfg.impl)
             self.dec_up.append(nn.ModuleDict({"up": up, "block": block}))
             cin = conv.out_channels + w
         w = level_width(cfg, res)
@@ -114,9 +134,7 @@ class Generator(nn.Module):
         self.out_conv = nn.Conv2d(w, 3, 3, padding=1)
 
     def set_impl(self, impl: str) -> None:
-        for m in self.modules():
-            if isinstance(m, MRU):
-                m.impl = impl
+        _set_impl(self, impl)
         self.cfg.impl = impl
 
     def forward(
@@ -167,15 +185,13 @@ class Discriminator(nn.Module):
             w = level_width(cfg, r)
             self.enc_mru.append(MRU(cin, img_ch, w, BatchNorm2d, slope, wrap=sn, impl=cfg.impl))
             down = sn(nn.Conv2d(w, w, 3, 2, 1, bias=False))
-            self.enc_down.append(NormAct(down, BatchNorm2d(w), slope))
+            self.enc_down.append(NormAct(down, BatchNorm2d(w), slope, cfg.impl))
             cin = w
         self.fc_gan = sn(nn.Linear(cin, 1))
         self.fc_cls = sn(nn.Linear(cin, cfg.num_classes))
 
     def set_impl(self, impl: str) -> None:
-        for m in self.modules():
-            if isinstance(m, MRU):
-                m.impl = impl
+        _set_impl(self, impl)
         self.cfg.impl = impl
 
     def forward(
