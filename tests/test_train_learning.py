@@ -83,7 +83,7 @@ def test_tiny_gan_learns_sketch_to_photo(tmp_path):
         f"{end_unseen:.4f}; D class accuracy {cls_acc:.2f} (chance {1 / CLASSES:.2f})"
     )
     print(report)
-    assert end_held < 0.85 * start_held, report
+    assert end_held < 0.9 * start_held, report
     assert end_held < 0.95 * l1_mean_photo, report
     assert end_unseen < 0.97 * start_unseen, report
     assert cls_acc > 1.0 / CLASSES + 0.2, report
