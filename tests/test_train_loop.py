@@ -152,3 +152,18 @@ def test_run_folder_contents(data, tmp_path):
     ts = load_checkpoint(run / "checkpoints" / "latest.pt")["train_state"]
     assert {"opt_g", "opt_d", "rng", "sampler", "step", "metrics_tail"} <= set(ts)
     assert len(ts["metrics_tail"]) == 4
+
+
+def test_perceptual_term_runs_with_a_weight_file(data, tmp_path):
+    from s2i_fast.train.inception import InceptionV4Trunk
+
+    torch.manual_seed(0)
+    weights = tmp_path / "inception_v4.pth"
+    torch.save(InceptionV4Trunk().state_dict(), weights)
+    msgs: list[str] = []
+    t = make_trainer(data, tmp_path / "run", log=msgs.append, steps=1, batch_size=2,
+                     perceptual_weights=str(weights))
+    assert any("perceptual loss on" in m for m in msgs), msgs
+    row = t.run()["final_metrics"]
+    assert row["perc"] > 0 and np.isfinite(row["loss_g"])
+    assert all(p.grad is None or not p.requires_grad for p in t.perceptual.parameters())

@@ -139,9 +139,14 @@ def _run(opts: dict[str, Any], explicit: set[str], dist_info: ddp.DistInfo, t_st
         saved = json.loads(cfg_path.read_text())
         payload = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
         tcfg = TrainConfig.from_dict(saved["train"])
-        for key in ("steps", "sample_every", "ckpt_every", "num_workers", "device", "keep"):
+        allowed = ("steps", "sample_every", "ckpt_every", "num_workers", "device", "keep")
+        for key in allowed:
             if key in explicit and opts.get(key) is not None:
                 tcfg.apply({"keep_checkpoints" if key == "keep" else key: opts[key]})
+        ignored = sorted(explicit - set(allowed) - {"resume"})
+        if ignored:
+            names = ", ".join("--" + k.replace("_", "-") for k in ignored)
+            say(f"ignoring {names} on --resume: the run's config.json fixes them")
         mcfg = ModelConfig.from_dict(saved["model"])
         data = saved["data"]
         root, classes = Path(data["root"]), list(data["classes"])
