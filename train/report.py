@@ -62,19 +62,24 @@ def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> None:
         return np.array([r.get(key, np.nan) for r in rows], dtype=float)
 
     def smooth(y: np.ndarray) -> np.ndarray:
+        """Centred moving average that ignores NaN (skipped steps) and does not sag at the ends."""
         k = max(1, len(y) // 50)
         if k == 1:
             return y
-        kernel = np.ones(k) / k
-        return np.convolve(np.nan_to_num(y), kernel, mode="same")
+        kernel = np.ones(k)
+        valid = np.isfinite(y).astype(float)
+        total = np.convolve(np.where(valid > 0, y, 0.0), kernel, mode="same")
+        count = np.convolve(valid, kernel, mode="same")
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
     panels = [
-        ("losses.png", "losses", [k for k in LOSS_KEYS if series(k) is not None]),
+        ("losses.png", "losses", [k for k in LOSS_KEYS if _nonzero(series(k))]),
         ("d_accuracy.png", "D real/fake accuracy", ["d_acc_real", "d_acc_fake"]),
         ("d_class_accuracy.png", "D class accuracy", ["d_cls_acc_real", "d_cls_acc_fake"]),
     ]
     for fname, title, keys in panels:
         fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)
         for k in keys:
             y = series(k)
             if y is not None:
@@ -91,6 +96,11 @@ def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> None:
         fig.savefig(tmp)
         plt.close(fig)
         os.replace(tmp, out_dir / fname)
+
+
+def _nonzero(y: np.ndarray | None) -> bool:
+    """False for absent terms and terms that are off (all zero, e.g. perc without weights)."""
+    return y is not None and bool(np.any(np.nan_to_num(y) != 0))
 
 
 def sketch_to_display(sketch: torch.Tensor, stats: PreprocessStats) -> torch.Tensor:
