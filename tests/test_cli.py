@@ -96,7 +96,7 @@ def test_generate_missing_sketch_and_checkpoint(tmp_path, ckpt):
     assert_one_line_error(out, "nope.png")
     out = run_cli("generate", tmp_path / "missing.pt", "--sketch", "x.png", "--class", "apple",
                   "--out", tmp_path)
-    assert_one_line_error(out, "missing.pt", "no such checkpoint")
+    assert_one_line_error(out, "missing.pt", "no such file")
 
 
 def test_generate_truncated_checkpoint(tmp_path, ckpt):

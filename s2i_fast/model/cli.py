@@ -108,35 +108,23 @@ def parse_classes(spec: str | None) -> list[str] | int | None:
               help="Class name (or numeric id) for every sketch.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--backend", type=click.Choice(["torch", "torch-compile", "triton", "onnxruntime"]),
+              default="torch", show_default=True)
+@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
 def generate(checkpoint: Path, sketches: tuple[Path, ...], class_name: str, seed: int, out: Path,
-             device: str) -> None:
+             backend: str, device: str | None) -> None:
     """Turn sketch images into photos with a checkpoint's generator (eval mode)."""
-    import numpy as np
-    import torch
     from PIL import Image
 
-    from s2i_fast.checkpoint import load_generator
-    from s2i_fast.data.preprocess import (
-        load_image,
-        normalize_sketch_uint8,
-        sketch_to_uint8,
-        to_uint8_hwc,
-    )
+    from s2i_fast.data.preprocess import load_image
+    from s2i_fast.engine import Engine
 
-    gen, class_names, stats = load_generator(checkpoint, device=device)
-    label = resolve_class(class_name, class_names)
-    res = gen.cfg.resolution
-    arrays = [sketch_to_uint8(load_image(p, "L"), res) for p in sketches]
-    batch = torch.from_numpy(np.stack(arrays)).to(device)  # uint8 [B, R, R]
-    noise = torch.randn(len(arrays), gen.cfg.noise_dim,
-                        generator=torch.Generator().manual_seed(seed)).to(device)
-    labels = torch.full((len(arrays),), label, dtype=torch.long, device=device)
-    with torch.no_grad():
-        images = to_uint8_hwc(gen(normalize_sketch_uint8(batch, stats), labels, noise), stats)
+    engine = Engine.load(checkpoint, backend=backend, device=device)
+    label = resolve_class(class_name, engine.class_names)
+    images = engine.generate([load_image(p, "L") for p in sketches], label, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
-    for path, img in zip(sketches, images.cpu().numpy(), strict=True):
-        target = out / f"{path.stem}-{class_names[label]}-seed{seed}.png"
+    for path, img in zip(sketches, images, strict=True):
+        target = out / f"{path.stem}-{engine.class_names[label]}-seed{seed}.png"
         Image.fromarray(img).save(target)
         click.echo(str(target))
 
