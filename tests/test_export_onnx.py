@@ -143,7 +143,7 @@ def test_ort_matches_torch_raw(gen, session, batch):
     want = _torch_ref(gen, x, label, noise, raw=True)
     assert got.shape == (batch, 3, RES, RES)
     assert np.abs(got - want).max() <= 1e-4
-    assert want.std() > 0.05  # the comparison is not between two constant images
+    assert want.std() > 0.01  # not two constant images (random init: std ~0.03)
 
 
 def test_fp16_graph_runs_and_is_close(gen, graphs, session):
