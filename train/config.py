@@ -44,7 +44,7 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     batch_size: int = 16  # per process
-    steps: int = 600
+    steps: int = 400
     seed: int = 0
     sample_every: int = 100
     ckpt_every: int = 200
