@@ -6,7 +6,7 @@ import sys
 
 import click
 
-DEFAULT_STEPS = 400  # tiny, batch 16: ~1.0-2.2 s/step on 2 CPU cores -> 7-15 min with data synthesis
+DEFAULT_STEPS = 400  # tiny, batch 16: 1.0-2.2 s/step on 2 CPU cores -> 7-15 min incl. data
 
 _PRESET_HELP = "(default: the --losses preset's value)"
 
