@@ -16,7 +16,6 @@ bench/results/conv.csv with device, versions and git commit. Without CUDA: exit 
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import os
 import sys
@@ -24,7 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generator import ROOT, build_generator, git_commit  # noqa: E402
+from bench_generator import ROOT, build_generator  # noqa: E402
+from harness import append_csv, git_commit  # noqa: E402
 
 DEFAULT_CSV = ROOT / "bench" / "results" / "conv.csv"
 FIELDS = ["timestamp", "device", "torch", "triton", "git_commit", "preset", "batch", "dtype",
@@ -173,13 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sum of kernel medians: {total:.4f} ms (batch {b})")
     out = Path(args.csv) if args.csv else (None if args.smoke else DEFAULT_CSV)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        new = not out.exists()
-        with out.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            if new:
-                w.writeheader()
-            w.writerows(rows)
+        append_csv(out, [{k: r.get(k, "") for k in FIELDS} for r in rows])
         print(f"# appended {len(rows)} rows to {out}")
     return 0
 

@@ -19,15 +19,16 @@ is an error (exit 1), never a skip. Without CUDA: exit 2, except --smoke.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import gc
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import append_csv, git_commit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CSV = ROOT / "bench" / "results" / "generator.csv"
@@ -58,17 +59,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true",
                    help="CPU, Triton interpreter, micro config, batch 1: proves the script runs")
     return p.parse_args(argv)
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, capture_output=True, text=True, timeout=10).stdout
-        return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def build_generator(args: argparse.Namespace, torch):  # noqa: ANN001, ANN201
@@ -249,13 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for r in rows if r["backend"] in backends]
     out = Path(args.csv) if args.csv else (None if args.smoke else DEFAULT_CSV)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        new = not out.exists()
-        with out.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            if new:
-                w.writeheader()
-            w.writerows(rows)
+        append_csv(out, [{k: r.get(k, "") for k in FIELDS} for r in rows])
         print(f"# appended {len(rows)} rows to {out}")
     hdr = (f"{'backend':11s} {'dtype':8s} {'batch':>5s} {'p50 ms':>9s} {'p99 ms':>9s} "
            f"{'img/s':>10s} {'peak MB':>8s} {'x eager':>7s} {'rel err':>8s} {'launch':>6s}")
