@@ -9,35 +9,12 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
+from _kernels_infer_check import DTYPES, assert_close, nchw, nhwc  # noqa: E402
 from s2i_fast.kernels import conv_igemm as K  # noqa: E402
 from s2i_fast.kernels import infer_aux as A  # noqa: E402
 
 from s2i_fast.model.mru import MRU  # noqa: E402
 from s2i_fast.model.norm import ConditionalBatchNorm2d  # noqa: E402
-
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-ATOL = {torch.float16: 1e-3, torch.bfloat16: 8e-3}
-
-
-def nhwc(t: torch.Tensor) -> torch.Tensor:
-    return t.permute(0, 2, 3, 1).contiguous()
-
-
-def nchw(t: torch.Tensor) -> torch.Tensor:
-    return t.permute(0, 3, 1, 2).float()
-
-
-def assert_close(out: torch.Tensor, ref32: torch.Tensor, ref_lp: torch.Tensor | None,
-                 dtype: torch.dtype, what: str) -> None:
-    err = (out.float() - ref32.float()).abs()
-    scale = max(1.0, ref32.abs().max().item())
-    if dtype == torch.float32:
-        tol = 1e-4 * scale
-    else:
-        tol = 2.0 * (ref_lp.float() - ref32).abs().max().item() + ATOL[dtype] * scale
-    worst = err.max().item()
-    assert worst <= tol, (f"{what} [{dtype}]: {(err > tol).sum().item()} of {err.numel()} off; "
-                          f"worst {worst:.3e} (tol {tol:.3e})")
 
 
 def _tables(g: torch.Generator, classes: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
