@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 
@@ -75,3 +76,17 @@ def grads_of(outs, inputs, weight_dtype: torch.dtype, seed: int = 1):
     ]
     loss = sum((o.double() * w.to(o.device)).sum() for o, w in zip(outs, weights, strict=True))
     return torch.autograd.grad(loss, inputs, allow_unused=True)
+
+
+@pytest.fixture(autouse=True)
+def one_thread_no_tf32():
+    """Autouse where imported. One intra-op thread: the micro networks' convolutions gain
+    nothing from two, and on a shared, loaded box two threads made a GAN step 6x slower (2.4 s
+    vs 14.8 s measured). On a GPU, no TF32: its 10-bit inputs would amplify 1e-7 elementwise
+    differences to 1e-3."""
+    threads, tf32 = torch.get_num_threads(), torch.backends.cudnn.allow_tf32
+    torch.set_num_threads(1)
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.set_num_threads(threads)
+    torch.backends.cudnn.allow_tf32 = tf32

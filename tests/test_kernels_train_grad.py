@@ -10,7 +10,7 @@ import copy
 
 import pytest
 import torch
-from _kernels_train_check import DEVICE, assert_close_to
+from _kernels_train_check import DEVICE, assert_close_to, one_thread_no_tf32  # noqa: F401
 from s2i_fast.kernels import _triton_utils as tu
 from s2i_fast.kernels import mru_ops
 
@@ -21,19 +21,6 @@ from s2i_fast.model.norm import BatchNorm2d
 pytest.importorskip("triton", reason="the fused kernels need triton (s2i-fast[triton])")
 
 SHAPE = (2, 3, 3, 5)  # small: gradcheck perturbs every element
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_no_tf32():
-    """One intra-op thread: these tiny convolutions gain nothing from two, and on a shared,
-    loaded box two threads made the discriminator test several times slower. On a GPU, no
-    TF32: its 10-bit inputs would turn 1e-7 elementwise differences into 1e-3 ones."""
-    threads, tf32 = torch.get_num_threads(), torch.backends.cudnn.allow_tf32
-    torch.set_num_threads(1)
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.set_num_threads(threads)
-    torch.backends.cudnn.allow_tf32 = tf32
 
 
 def _t(*shape, mean=0.0, std=1.0, seed=0):

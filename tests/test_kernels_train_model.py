@@ -9,7 +9,7 @@ import copy
 
 import pytest
 import torch
-from _kernels_train_check import DEVICE, assert_close_to
+from _kernels_train_check import DEVICE, assert_close_to, one_thread_no_tf32  # noqa: F401
 from s2i_fast.kernels import _triton_utils as tu
 from s2i_fast.train.losses import aux_class_loss, dragan_penalty, gan_loss, l1_loss
 
@@ -19,19 +19,6 @@ from s2i_fast.model import Discriminator, Generator
 pytest.importorskip("triton", reason="the fused kernels need triton (s2i-fast[triton])")
 
 CLASSES = 3
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_no_tf32():
-    """One intra-op thread: the micro networks' convolutions gain nothing from two, and on a
-    shared, loaded box two threads made a GAN step 6x slower (2.4 s vs 14.8 s measured). On a
-    GPU, no TF32: its 10-bit inputs would amplify 1e-7 elementwise differences to 1e-3."""
-    threads, tf32 = torch.get_num_threads(), torch.backends.cudnn.allow_tf32
-    torch.set_num_threads(1)
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.set_num_threads(threads)
-    torch.backends.cudnn.allow_tf32 = tf32
 
 
 def _cfg() -> ModelConfig:
