@@ -109,9 +109,10 @@ def main(argv: list[str] | None = None) -> int:
               "script on the CPU)", file=sys.stderr)
         return 2
     import triton
+    from triton.testing import do_bench
+
     from s2i_fast.kernels import conv_igemm
     from s2i_fast.kernels.inference import TritonGenerator
-    from triton.testing import do_bench
 
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     if args.smoke:

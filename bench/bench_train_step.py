@@ -41,7 +41,9 @@ import torch  # noqa: E402
 
 os.environ["S2I_TRITON_STRICT"] = "1"  # impl=triton must not fall back to torch silently
 
+from s2i_fast.config import ModelConfig  # noqa: E402
 from s2i_fast.kernels import _triton_utils as tu  # noqa: E402
+from s2i_fast.model import Discriminator, Generator  # noqa: E402
 from s2i_fast.train.losses import (  # noqa: E402
     aux_class_loss,
     diversity_loss,
@@ -49,9 +51,6 @@ from s2i_fast.train.losses import (  # noqa: E402
     gan_loss,
     l1_loss,
 )
-
-from s2i_fast.config import ModelConfig  # noqa: E402
-from s2i_fast.model import Discriminator, Generator  # noqa: E402
 
 
 class Step:

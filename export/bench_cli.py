@@ -72,10 +72,10 @@ def bench(
     """Time every requested backend side by side on ARTEFACT (checkpoint, .onnx, .plan) or on a
     preset with random weights: p50/p99 latency, images/s, peak memory, speed-up over eager."""
     import torch
-    from s2i_fast.export import bench as B
     from tqdm import tqdm
 
     from s2i_fast.engine import Engine
+    from s2i_fast.export import bench as B
 
     if threads:
         torch.set_num_threads(threads)

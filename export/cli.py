@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import click
+
 from s2i_fast.export.onnx_export import DEFAULT_OPSET, EXPORTERS
 
 
@@ -48,10 +49,9 @@ def export(
     verify: bool,
 ) -> None:
     """Export CHECKPOINT to an ONNX graph (--onnx) and/or a TensorRT engine (--trt)."""
+    from s2i_fast.checkpoint import load_checkpoint, load_generator
     from s2i_fast.export.onnx_export import export_generator
     from s2i_fast.export.trt_policy import parse_buckets
-
-    from s2i_fast.checkpoint import load_checkpoint, load_generator
 
     if onnx_out is None and trt_out is None:
         raise click.UsageError("give --onnx OUT.onnx and/or --trt OUT.plan")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from s2i_fast.export.onnx_export import INPUTS, OUTPUT, OnnxMeta, load_onnx
 
 from s2i_fast.errors import BackendUnavailable, EngineError
+from s2i_fast.export.onnx_export import INPUTS, OUTPUT, OnnxMeta, load_onnx
 
 INSTALL_HINT = "pip install onnxruntime (or onnxruntime-gpu for the CUDA provider)"
 

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from s2i_fast.errors import BackendUnavailable, EngineError
 from s2i_fast.export.onnx_export import OUTPUT, OnnxMeta
 from s2i_fast.export.trt_policy import (
     check_precision,
@@ -22,8 +24,6 @@ from s2i_fast.export.trt_policy import (
     profile_shapes,
     select_profile,
 )
-
-from s2i_fast.errors import BackendUnavailable, EngineError
 
 INSTALL_HINT = (
     "pip install tensorrt (NVIDIA's wheels; if pip cannot find them add "

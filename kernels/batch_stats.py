@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from s2i_fast.kernels import _triton_utils as tu
 from s2i_fast.kernels.mru_ops import _batch_stats_ref
 

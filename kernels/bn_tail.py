@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from s2i_fast.kernels import _triton_utils as tu
 from s2i_fast.kernels.batch_stats import batch_stats_forward
 from s2i_fast.kernels.mru_ops import _bn_act_combine_ref

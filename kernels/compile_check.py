@@ -60,9 +60,10 @@ def compile_all(records: list[tuple], arch: int = 90, all_configs: bool = False,
                 progress: bool = True) -> list[dict]:
     """Compile each distinct (kernel, signature, constexprs, config); one row per compile."""
     import triton
-    from s2i_fast.kernels import conv_igemm, infer_aux
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+
+    from s2i_fast.kernels import conv_igemm, infer_aux
 
     if type(conv_igemm._conv_kernel).__name__ == "InterpretedFunction":
         raise RuntimeError("compile_check needs TRITON_INTERPRET unset")

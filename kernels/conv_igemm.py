@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+
 from s2i_fast.kernels.conv_tuning import (  # noqa: F401  (re-exported)
     _GPU_CONFIGS,
     RANK1_BELOW,

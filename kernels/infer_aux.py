@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+
 from s2i_fast.kernels import conv_igemm
 from s2i_fast.kernels.conv_igemm import _cast_out, interpreting
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from s2i_fast.kernels import _triton_utils as tu
 
 

@@ -11,6 +11,8 @@ from PIL import Image
 
 pytest.importorskip("onnxruntime", reason="engine parity tests need onnxruntime")
 
+from s2i_fast import Engine  # noqa: E402
+from s2i_fast.errors import BackendUnavailable, EngineError  # noqa: E402
 from s2i_fast.export.onnx_export import export_generator  # noqa: E402
 from s2i_fast.export.testing import (  # noqa: E402
     CLASS_NAMES,
@@ -19,9 +21,6 @@ from s2i_fast.export.testing import (  # noqa: E402
     drawn_batch,
     save_test_checkpoint,
 )
-
-from s2i_fast import Engine  # noqa: E402
-from s2i_fast.errors import BackendUnavailable, EngineError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

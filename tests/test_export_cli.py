@@ -9,9 +9,8 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="the export/bench CLI tests run onnxruntime")
 
-from s2i_fast.export.testing import CLASS_NAMES, save_test_checkpoint  # noqa: E402
-
 from s2i_fast.cli import main  # noqa: E402
+from s2i_fast.export.testing import CLASS_NAMES, save_test_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,8 @@ import importlib.util
 
 import numpy as np
 import pytest
+
+from s2i_fast.errors import EngineError
 from s2i_fast.export.trt_policy import (
     fp32_reason,
     parse_buckets,
@@ -13,8 +15,6 @@ from s2i_fast.export.trt_policy import (
     profile_shapes,
     select_profile,
 )
-
-from s2i_fast.errors import EngineError
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -87,9 +87,8 @@ def test_precision_plan_on_an_exported_graph():
 def test_missing_tensorrt_is_one_clear_line(tmp_path, capsys):
     if HAVE_TRT:
         pytest.skip("tensorrt is installed here: the missing-package path cannot be exercised")
-    from s2i_fast.export.testing import save_test_checkpoint
-
     from s2i_fast.cli import main
+    from s2i_fast.export.testing import save_test_checkpoint
 
     ckpt, _ = save_test_checkpoint(tmp_path / "g.pt")
     with pytest.raises(SystemExit) as info:
@@ -107,9 +106,8 @@ def test_trt_engine_matches_torch(tmp_path):
 
     if not torch.cuda.is_available():
         pytest.skip("TensorRT engines need a CUDA GPU; none is visible")
-    from s2i_fast.export.testing import drawn_batch, save_test_checkpoint
-
     from s2i_fast import Engine
+    from s2i_fast.export.testing import drawn_batch, save_test_checkpoint
 
     ckpt, _ = save_test_checkpoint(tmp_path / "g.pt")
     ref = Engine.load(ckpt, backend="torch", device="cuda")

@@ -52,9 +52,9 @@ def test_conv_bench_counts_the_generators_multiply_adds() -> None:
     equals the multiply-adds of every nn.Conv2d in the reference Generator."""
     sys.path.insert(0, str(BENCH))
     from bench_conv import describe
-    from s2i_fast.kernels.compile_check import trace_launches
 
     from s2i_fast.config import ModelConfig
+    from s2i_fast.kernels.compile_check import trace_launches
     from s2i_fast.model.networks import Generator
 
     gen = Generator(ModelConfig(base=2, num_classes=3, noise_channels=8)).eval()

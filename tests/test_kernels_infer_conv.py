@@ -19,6 +19,7 @@ import torch
 
 pytest.importorskip("triton")
 from _kernels_infer_check import DTYPES, assert_close, nchw, nhwc  # noqa: E402
+
 from s2i_fast.kernels import conv_igemm as K  # noqa: E402
 
 # (B, Cin, H, W, Cout, stride, upsample, image channels, norm, act)

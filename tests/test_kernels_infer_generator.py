@@ -21,10 +21,9 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-from s2i_fast.kernels.inference import TritonGenerator  # noqa: E402
-
 from s2i_fast.config import ModelConfig  # noqa: E402
 from s2i_fast.errors import BackendUnavailable, EngineError  # noqa: E402
+from s2i_fast.kernels.inference import TritonGenerator  # noqa: E402
 from s2i_fast.model.networks import Generator  # noqa: E402
 
 ATOL = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}

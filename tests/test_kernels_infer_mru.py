@@ -10,9 +10,9 @@ import torch
 
 pytest.importorskip("triton")
 from _kernels_infer_check import DTYPES, assert_close, nchw, nhwc  # noqa: E402
+
 from s2i_fast.kernels import conv_igemm as K  # noqa: E402
 from s2i_fast.kernels import infer_aux as A  # noqa: E402
-
 from s2i_fast.model.mru import MRU  # noqa: E402
 from s2i_fast.model.norm import ConditionalBatchNorm2d  # noqa: E402
 

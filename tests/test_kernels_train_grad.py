@@ -11,10 +11,10 @@ import copy
 import pytest
 import torch
 from _kernels_train_check import DEVICE, assert_close_to, one_thread_no_tf32  # noqa: F401
-from s2i_fast.kernels import _triton_utils as tu
-from s2i_fast.kernels import mru_ops
 
 from s2i_fast.config import ModelConfig
+from s2i_fast.kernels import _triton_utils as tu
+from s2i_fast.kernels import mru_ops
 from s2i_fast.model import MRU, ConditionalBatchNorm2d, Discriminator
 from s2i_fast.model.norm import BatchNorm2d
 

@@ -10,11 +10,11 @@ import copy
 import pytest
 import torch
 from _kernels_train_check import DEVICE, assert_close_to, one_thread_no_tf32  # noqa: F401
-from s2i_fast.kernels import _triton_utils as tu
-from s2i_fast.train.losses import aux_class_loss, dragan_penalty, gan_loss, l1_loss
 
 from s2i_fast.config import ModelConfig
+from s2i_fast.kernels import _triton_utils as tu
 from s2i_fast.model import Discriminator, Generator
+from s2i_fast.train.losses import aux_class_loss, dragan_penalty, gan_loss, l1_loss
 
 pytest.importorskip("triton", reason="the fused kernels need triton (s2i-fast[triton])")
 

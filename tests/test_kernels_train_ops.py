@@ -13,10 +13,10 @@ import zlib
 import pytest
 import torch
 from _kernels_train_check import DEVICE, assert_within_torch_error, grads_of
-from s2i_fast.kernels import _triton_utils as tu
-from s2i_fast.kernels import mru_ops
 
 from s2i_fast.errors import BackendUnavailable
+from s2i_fast.kernels import _triton_utils as tu
+from s2i_fast.kernels import mru_ops
 
 pytest.importorskip("triton", reason="the fused kernels need triton (s2i-fast[triton])")
 

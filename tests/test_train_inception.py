@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from s2i_fast.config import PreprocessStats
+from s2i_fast.errors import CheckpointError
 from s2i_fast.train.inception import (
     InceptionV4Trunk,
     PerceptualNet,
     build_perceptual,
     find_cached_weights,
 )
-
-from s2i_fast.config import PreprocessStats
-from s2i_fast.errors import CheckpointError
 
 # Spot checks taken from timm/models/inception_v4.py (features.N with ConvNormAct .conv/.bn)
 TIMM_KEYS = {

@@ -16,12 +16,12 @@ import dataclasses
 
 import pytest
 import torch
-from s2i_fast.train.config import TrainConfig
-from s2i_fast.train.trainer import Trainer
 from torch.utils.data import default_collate
 
 from s2i_fast.config import ModelConfig
 from s2i_fast.data import SketchyDataset, dataset_stats, scan_sketchy, synthesize
+from s2i_fast.train.config import TrainConfig
+from s2i_fast.train.trainer import Trainer
 
 CLASSES = 3
 STEPS = 150

@@ -9,15 +9,15 @@ import random
 import numpy as np
 import pytest
 import torch
+
+from s2i_fast.checkpoint import load_checkpoint
+from s2i_fast.config import ModelConfig
+from s2i_fast.data import synthesize
 from s2i_fast.train import distributed as ddp
 from s2i_fast.train.config import TrainConfig
 from s2i_fast.train.run import build_data, pick_sample_indices
 from s2i_fast.train.state import ResumableBatchSampler, rng_state, set_rng_state
 from s2i_fast.train.trainer import INJECT_NAN_ENV, Trainer
-
-from s2i_fast.checkpoint import load_checkpoint
-from s2i_fast.config import ModelConfig
-from s2i_fast.data import synthesize
 
 BATCH = 4
 

@@ -7,6 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from s2i_fast.config import ModelConfig
+from s2i_fast.model import Discriminator
 from s2i_fast.train.losses import (
     aux_class_loss,
     diversity_loss,
@@ -16,9 +19,6 @@ from s2i_fast.train.losses import (
     l1_loss,
     perceptual_loss,
 )
-
-from s2i_fast.config import ModelConfig
-from s2i_fast.model import Discriminator
 
 
 def _bce_np(logits: np.ndarray, target: np.ndarray) -> float:

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from s2i_fast.train import distributed as ddp
-from s2i_fast.train.config import TrainConfig
-from s2i_fast.train.trainer import Trainer, TrainingError
 
 from s2i_fast.checkpoint import atomic_write_bytes, load_checkpoint
 from s2i_fast.config import ModelConfig, PreprocessStats
 from s2i_fast.errors import CheckpointError, DataError
+from s2i_fast.train import distributed as ddp
+from s2i_fast.train.config import TrainConfig
+from s2i_fast.train.trainer import Trainer, TrainingError
 
 
 def parse_classes(text: str | None) -> list[str] | int | None:

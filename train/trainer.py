@@ -22,6 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from s2i_fast.checkpoint import load_checkpoint, make_payload, save_checkpoint
+from s2i_fast.config import ModelConfig, PreprocessStats
+from s2i_fast.errors import CheckpointError, S2IError
+from s2i_fast.model import Discriminator, Generator
 from s2i_fast.train import distributed as ddp
 from s2i_fast.train.config import TrainConfig
 from s2i_fast.train.inception import build_perceptual
@@ -35,12 +41,6 @@ from s2i_fast.train.losses import (
 )
 from s2i_fast.train.report import MetricsLog, save_grid, write_plots
 from s2i_fast.train.state import ResumableBatchSampler, rng_state, seed_everything, set_rng_state
-from torch.utils.data import DataLoader, Dataset, default_collate
-
-from s2i_fast.checkpoint import load_checkpoint, make_payload, save_checkpoint
-from s2i_fast.config import ModelConfig, PreprocessStats
-from s2i_fast.errors import CheckpointError, S2IError
-from s2i_fast.model import Discriminator, Generator
 
 INJECT_NAN_ENV = "S2I_FAST_INJECT_NAN"  # test hook: comma-separated steps whose L_D becomes NaN
 MAX_CONSECUTIVE_RECOVERIES = 5
