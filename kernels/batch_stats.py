@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from s2i_fast.kernels import _triton_utils as tu
-from s2i_fast.kernels.mru_ops import _batch_stats_ref
+from s2i_fast.model.ops import batch_stats_ref
 
 
 @triton.jit
@@ -172,7 +172,7 @@ class BatchStatsFunction(torch.autograd.Function):
     def backward(ctx, gmean, gvar):
         x, mean = ctx.saved_tensors
         if torch.is_grad_enabled():
-            return tu.ref_vjp(_batch_stats_ref, (x,), ctx.needs_input_grad, (gmean, gvar))
+            return tu.ref_vjp(batch_stats_ref, (x,), ctx.needs_input_grad, (gmean, gvar))
         if gmean is None:
             gmean = torch.zeros_like(mean)
         if gvar is None:

@@ -30,8 +30,8 @@ import triton.language as tl
 
 from s2i_fast.kernels import _triton_utils as tu
 from s2i_fast.kernels.batch_stats import batch_stats_forward
-from s2i_fast.kernels.mru_ops import _bn_act_combine_ref
 from s2i_fast.kernels.norm_act_kernels import norm_act_forward
+from s2i_fast.model.ops import bn_act_combine_ref
 
 # rows of the per-(b, c) coefficient table [8, B, C] the two passes read
 SCALE, SHIFT, S_SCALE, S_SHIFT, A_Z, B_Z, A_S, B_S = range(8)
@@ -214,7 +214,7 @@ class BNActCombineFunction(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: the differentiable reference
 
             def ref(zp, ga, be, nl, sc, sg=None, sb=None):
-                return _bn_act_combine_ref(zp, ga, be, ctx.eps, ctx.slope, nl, sc, sg, sb)[0]
+                return bn_act_combine_ref(zp, ga, be, ctx.eps, ctx.slope, nl, sc, sg, sb)[0]
 
             ins = (z_pre, gamma, beta, n_logits, shortcut)
             ins += (s_gamma, s_beta) if ctx.short_norm else ()

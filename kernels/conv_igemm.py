@@ -37,13 +37,12 @@ Tensors are NHWC views: a channel slice ``buf[..., a:b]`` of a wider buffer is a
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from s2i_fast.kernels._triton_utils import interpreting
 from s2i_fast.kernels.conv_tuning import (  # noqa: F401  (re-exported)
     _GPU_CONFIGS,
     RANK1_BELOW,
@@ -57,11 +56,6 @@ from s2i_fast.kernels.conv_tuning import (  # noqa: F401  (re-exported)
 EPI_PLAIN, EPI_GATE, EPI_Z = 0, 1, 2
 ACTS = {"none": 0, "leaky": 1, "tanh": 2}
 UPS = {None: 0, "nearest": 1, "pixelshuffle": 2}
-
-
-def interpreting() -> bool:
-    """True when Triton's CPU interpreter was selected (before triton was imported)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 @triton.jit

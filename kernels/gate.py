@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from s2i_fast.kernels import _triton_utils as tu
-from s2i_fast.kernels.mru_ops import _gate_mask_ref, _gated_combine_ref
+from s2i_fast.model.ops import gate_mask_ref, gated_combine_ref
 
 # ----------------------------------------------------------------------------- gate_mask
 
@@ -125,7 +125,7 @@ class GateMaskFunction(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         m_logits, x = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: differentiable reference route
-            return tu.ref_vjp(_gate_mask_ref, (m_logits, x), ctx.needs_input_grad, (grad,))
+            return tu.ref_vjp(gate_mask_ref, (m_logits, x), ctx.needs_input_grad, (grad,))
         dlogit, dx = gate_mask_backward(grad, m_logits, x)
         return (
             dlogit if ctx.needs_input_grad[0] else None,
@@ -249,6 +249,6 @@ class GatedCombineFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         needs = ctx.needs_input_grad
         if torch.is_grad_enabled():
-            return tu.ref_vjp(_gated_combine_ref, saved, needs, (grad,))
+            return tu.ref_vjp(gated_combine_ref, saved, needs, (grad,))
         grads = gated_combine_backward(grad, *saved)
         return tuple(g if n else None for g, n in zip(grads, needs, strict=True))

@@ -16,7 +16,8 @@ import triton
 import triton.language as tl
 
 from s2i_fast.kernels import conv_igemm
-from s2i_fast.kernels.conv_igemm import _cast_out, interpreting
+from s2i_fast.kernels._triton_utils import interpreting
+from s2i_fast.kernels.conv_igemm import _cast_out
 
 
 @triton.jit

@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from s2i_fast.kernels import _triton_utils as tu
-from s2i_fast.kernels.mru_ops import _norm_act_combine_ref, _norm_act_ref
+from s2i_fast.model.ops import norm_act_combine_ref, norm_act_ref
 
 
 @triton.jit
@@ -287,7 +287,7 @@ class NormActFunction(torch.autograd.Function):
         if torch.is_grad_enabled():
 
             def ref(zp, sc, sh):
-                return _norm_act_ref(zp, sc, sh, ctx.slope)
+                return norm_act_ref(zp, sc, sh, ctx.slope)
 
             return (*tu.ref_vjp(ref, (z_pre, scale, shift), needs, (grad,)), None)
         grads = norm_act_backward(grad, z_pre, scale, shift, ctx.slope)[:3]
@@ -315,7 +315,7 @@ class NormActCombineFunction(torch.autograd.Function):
         if torch.is_grad_enabled():
 
             def ref(zp, sc, sh, nl, s, ssc=None, ssh=None):
-                return _norm_act_combine_ref(zp, sc, sh, ctx.slope, nl, s, ssc, ssh)
+                return norm_act_combine_ref(zp, sc, sh, ctx.slope, nl, s, ssc, ssh)
 
             grads = tu.ref_vjp(ref, saved, needs, (grad,))
         else:

@@ -12,10 +12,10 @@ import pytest
 import torch
 from _kernels_train_check import DEVICE, assert_close_to, one_thread_no_tf32  # noqa: F401
 
+import s2i_fast.kernels  # noqa: F401  (registers impl "triton")
 from s2i_fast.config import ModelConfig
 from s2i_fast.kernels import _triton_utils as tu
-from s2i_fast.kernels import mru_ops
-from s2i_fast.model import MRU, ConditionalBatchNorm2d, Discriminator
+from s2i_fast.model import MRU, ConditionalBatchNorm2d, Discriminator, ops
 from s2i_fast.model.norm import BatchNorm2d
 
 pytest.importorskip("triton", reason="the fused kernels need triton (s2i-fast[triton])")
@@ -42,29 +42,29 @@ def _cases():
     sc, sh = _t(b, c, mean=1, std=0.5, seed=5), _t(b, c, std=0.5, seed=6)
     sc1, sh1 = _t(c, mean=1, std=0.5, seed=7), _t(c, std=0.5, seed=8)
     return [
-        ("gate_mask", mru_ops._gate_mask_ref, GateMaskFunction.apply, (logits, x)),
-        ("gated_combine", mru_ops._gated_combine_ref, GatedCombineFunction.apply,
+        ("gate_mask", ops.gate_mask_ref, GateMaskFunction.apply, (logits, x)),
+        ("gated_combine", ops.gated_combine_ref, GatedCombineFunction.apply,
          (logits, x, z)),
-        ("norm_act", lambda a, s, t: mru_ops._norm_act_ref(a, s, t, 0.2),
+        ("norm_act", lambda a, s, t: ops.norm_act_ref(a, s, t, 0.2),
          lambda a, s, t: NormActFunction.apply(a, s, t, 0.2), (zp, sc, sh)),
-        ("norm_act_bn", lambda a, s, t: mru_ops._norm_act_ref(a, s, t, 0.2),
+        ("norm_act_bn", lambda a, s, t: ops.norm_act_ref(a, s, t, 0.2),
          lambda a, s, t: NormActFunction.apply(a, s, t, 0.2), (zp, sc1, sh1)),
         ("norm_act_combine",
-         lambda a, s, t, n, y: mru_ops._norm_act_combine_ref(a, s, t, 0.2, n, y),
+         lambda a, s, t, n, y: ops.norm_act_combine_ref(a, s, t, 0.2, n, y),
          lambda a, s, t, n, y: NormActCombineFunction.apply(a, s, t, 0.2, n, y, None, None),
          (zp, sc, sh, logits, x)),
         ("norm_act_combine_short",
-         lambda a, s, t, n, y, ss, st: mru_ops._norm_act_combine_ref(a, s, t, 0.2, n, y, ss, st),
+         lambda a, s, t, n, y, ss, st: ops.norm_act_combine_ref(a, s, t, 0.2, n, y, ss, st),
          lambda a, s, t, n, y, ss, st: NormActCombineFunction.apply(a, s, t, 0.2, n, y, ss, st),
          (zp, sc, sh, logits, x, sc1, sh1)),
-        ("batch_stats", mru_ops._batch_stats_ref, BatchStatsFunction.apply, (zp,)),
+        ("batch_stats", ops.batch_stats_ref, BatchStatsFunction.apply, (zp,)),
         ("bn_act_combine_cbn",
-         lambda a, g, b, n, y: mru_ops._bn_act_combine_ref(a, g, b, 1e-5, 0.2, n, y)[0],
+         lambda a, g, b, n, y: ops.bn_act_combine_ref(a, g, b, 1e-5, 0.2, n, y)[0],
          lambda a, g, b, n, y: BNActCombineFunction.apply(a, g, b, n, y, None, None, 1e-5,
                                                           0.2)[0],
          (zp, sc, sh, logits, x)),
         ("bn_act_combine_short_bn",
-         lambda a, g, b, n, y, sg, sb: mru_ops._bn_act_combine_ref(
+         lambda a, g, b, n, y, sg, sb: ops.bn_act_combine_ref(
              a, g, b, 1e-5, 0.2, n, y, sg, sb)[0],
          lambda a, g, b, n, y, sg, sb: BNActCombineFunction.apply(a, g, b, n, y, sg, sb, 1e-5,
                                                                   0.2)[0],

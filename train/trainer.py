@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+import s2i_fast.kernels  # noqa: F401  (registers the fused ops behind impl="triton")
 from s2i_fast.checkpoint import load_checkpoint, make_payload, save_checkpoint
 from s2i_fast.config import ModelConfig, PreprocessStats
 from s2i_fast.errors import CheckpointError, S2IError

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from s2i_fast.kernels import mru_ops
+from s2i_fast.model import ops
 
 NormFactory = Callable[[int], nn.Module]
 
@@ -58,15 +58,15 @@ class MRU(nn.Module):
         cx = self.in_channels
         gate_logits = self.conv_gate(torch.cat([x, image], 1))  # [B, Cx + Co, H, W]
         m_logits, n_logits = gate_logits[:, :cx], gate_logits[:, cx:]
-        masked_x = mru_ops.gate_mask(m_logits, x, impl=self.impl)  # [B, Cx, H, W]
+        masked_x = ops.gate_mask(m_logits, x, impl=self.impl)  # [B, Cx, H, W]
         z_pre = self.conv_z(torch.cat([masked_x, image], 1))  # [B, Co, H, W]
         scale, shift = self.norm_z.scale_shift(z_pre, label)
-        z = mru_ops.norm_act(z_pre, scale, shift, self.act_slope, impl=self.impl)
+        z = ops.norm_act(z_pre, scale, shift, self.act_slope, impl=self.impl)
         if self.conv_short is None:
             shortcut = x
         else:
             shortcut = self.norm_short(self.conv_short(x), label)  # [B, Co, H, W]
-        return mru_ops.gated_combine(n_logits, shortcut, z, impl=self.impl)
+        return ops.gated_combine(n_logits, shortcut, z, impl=self.impl)
 
     def _forward_fused(
         self, x: torch.Tensor, image: torch.Tensor, label: torch.Tensor | None
@@ -76,12 +76,12 @@ class MRU(nn.Module):
         norms in one pass each; both norms' apply, LeakyReLU and the gated combine in one
         pass; the whole batch-norm backward in two), in eval norm_act_combine with the
         running statistics. z and the normalised shortcut are never written. Where a kernel
-        cannot run, mru_ops falls back to the reference with one warning."""
+        cannot run, the kernels fall back to the reference with one warning."""
         impl = "triton"
         cx = self.in_channels
         gate_logits = self.conv_gate(torch.cat([x, image], 1))  # [B, Cx + Co, H, W]
         m_logits, n_logits = gate_logits[:, :cx], gate_logits[:, cx:]  # views, read in place
-        masked_x = mru_ops.gate_mask(m_logits, x, impl=impl)  # [B, Cx, H, W]
+        masked_x = ops.gate_mask(m_logits, x, impl=impl)  # [B, Cx, H, W]
         z_pre = self.conv_z(torch.cat([masked_x, image], 1))  # [B, Co, H, W]
         shortcut = x if self.conv_short is None else self.conv_short(x)  # [B, Co, H, W]
         norms = [self.norm_z] + ([] if self.norm_short is None else [self.norm_short])
@@ -89,7 +89,7 @@ class MRU(nn.Module):
             gamma, beta = self.norm_z.affine(label)
             s_gamma, s_beta = (None, None) if self.norm_short is None else (
                 self.norm_short.affine(label))  # fmt: skip
-            y, stats = mru_ops.bn_act_combine(
+            y, stats = ops.bn_act_combine(
                 z_pre, gamma, beta, self.norm_z.eps, self.act_slope, n_logits, shortcut,
                 s_gamma, s_beta, impl=impl,
             )  # fmt: skip
@@ -102,7 +102,7 @@ class MRU(nn.Module):
         s_scale = s_shift = None
         if self.norm_short is not None:
             s_scale, s_shift = self.norm_short.scale_shift(shortcut, label, impl=impl)
-        return mru_ops.norm_act_combine(
+        return ops.norm_act_combine(
             z_pre, scale, shift, self.act_slope, n_logits, shortcut, impl=impl,
             shortcut_scale=s_scale, shortcut_shift=s_shift,
         )  # fmt: skip

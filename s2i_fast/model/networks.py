@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from s2i_fast.config import ModelConfig
-from s2i_fast.kernels import mru_ops
+from s2i_fast.model import ops
 from s2i_fast.model.mru import MRU
 from s2i_fast.model.norm import BatchNorm2d, ConditionalBatchNorm2d
 
@@ -56,11 +56,12 @@ class NormAct(nn.Module):
         y = self.conv(x)
         if self.impl == "triton":
             scale, shift = self.norm.scale_shift(y, label, impl="triton")
-            return mru_ops.norm_act(y, scale, shift, self.slope, impl="triton")
+            return ops.norm_act(y, scale, shift, self.slope, impl="triton")
         return F.leaky_relu(self.norm(y, label), self.slope)
 
 
 def _set_impl(root: nn.Module, impl: str) -> None:
+    ops.require(impl)
     for m in root.modules():
         if isinstance(m, (MRU, NormAct)):
             m.impl = impl
@@ -85,6 +86,7 @@ class Generator(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        ops.require(cfg.impl)
         self.cfg = cfg
         slope = cfg.act_slope
         self.resolutions = encoder_resolutions(cfg)
@@ -172,6 +174,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        ops.require(cfg.impl)
         self.cfg = cfg
         slope = cfg.act_slope
         self.resolutions = encoder_resolutions(cfg)

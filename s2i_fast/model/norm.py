@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from s2i_fast.kernels import mru_ops
+from s2i_fast.model import ops
 
 
 class _StatNorm(nn.Module):
@@ -33,12 +33,12 @@ class _StatNorm(nn.Module):
         """(mean, biased var) per channel in >= fp32, updating running stats in training.
 
         impl="triton" computes the (non-synchronised) batch statistics in one fused reduction
-        pass over x (mru_ops.batch_stats) instead of torch.var_mean; the rest is shared."""
+        pass over x (ops.batch_stats) instead of torch.var_mean; the rest is shared."""
         if not self.training:
             return self.running_mean, self.running_var
         syncing = self.sync and dist.is_available() and dist.is_initialized()
         if impl == "triton" and not syncing:
-            mean, var = mru_ops.batch_stats(x, impl=impl)
+            mean, var = ops.batch_stats(x, impl=impl)
             self._update_running(mean, var, x.numel() // x.shape[1])
             return mean, var
         xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # stats in >= fp32
