@@ -1,15 +1,14 @@
 """One-file checkpoints: weights, config, class names, preprocessing stats, training state.
 
-Written atomically (temp file in the same folder, fsync, rename), so a kill or a full disk
-mid-write leaves the previous checkpoint intact. Loading a truncated or foreign file raises
-CheckpointError with one clear line.
+Written through s2i_fast.fileio (temp file in the same folder, fsync, size check, rename), so
+a kill or a full disk mid-write leaves the previous checkpoint intact. Loading a truncated or
+foreign file raises CheckpointError with one clear line.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,39 +16,10 @@ import torch
 
 from s2i_fast.config import ModelConfig, PreprocessStats
 from s2i_fast.errors import CheckpointError
+from s2i_fast.fileio import write_bytes
 
 FORMAT = "s2i-fast-checkpoint"
 VERSION = 1
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write data to path so that readers see the old file or the whole new one, never half."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise CheckpointError(f"could not write {path}: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise CheckpointError(f"could not write {path}: {e.strerror or e}") from e
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 def make_payload(
@@ -81,7 +51,7 @@ def make_payload(
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     buf = io.BytesIO()
     torch.save(payload, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
