@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generator import ROOT, build_generator  # noqa: E402
-from harness import append_csv, git_commit  # noqa: E402
+
+from s2i_fast.bench.harness import append_csv, git_commit  # noqa: E402
 
 DEFAULT_CSV = ROOT / "bench" / "results" / "conv.csv"
 FIELDS = ["timestamp", "device", "torch", "triton", "git_commit", "preset", "batch", "dtype",

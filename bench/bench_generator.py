@@ -2,8 +2,14 @@
 (max-autotune, CUDA graphs) and the Triton engine (TritonGenerator, one CUDA graph).
 
     python bench/bench_generator.py                      # paper preset, 64x64, batch 1 8 64 256
-    python bench/bench_generator.py --batch 1 --backends triton,compile --iters 500
+    python bench/bench_generator.py --batch 1 --backends triton,torch-compile --iters 500
     python bench/bench_generator.py --smoke              # no GPU: Triton path, interpreter, CPU
+
+Backends have the Engine's names (torch, torch-compile, triton) and rows say their precision:
+`torch` fp32 (TF32 off) is always measured as the baseline, the others run in --precision;
+`torch` in that precision runs channels_last. The triton backend is timed twice: mode `call`
+(input copies, graph replay, output clone: what a caller sees) and mode `replay` (the CUDA
+graph on its static buffers alone).
 
 Per backend: first a correctness check against eager fp32 on the same inputs (relative L2
 error and max abs error printed; over --max-rel fails the run), then per batch: warm-up
@@ -27,16 +33,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import append_csv, git_commit  # noqa: E402
+from s2i_fast.bench.harness import append_csv, git_commit, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CSV = ROOT / "bench" / "results" / "generator.csv"
-BACKENDS = ("eager-fp32", "eager-fp16", "compile", "triton")
-EXTRA = ("triton-static",)  # replay on static buffers, no input copies or output clone
+BACKENDS = ("torch", "torch-compile", "triton")
 FIELDS = ["timestamp", "device", "torch", "triton", "cuda", "git_commit", "preset", "base",
-          "resolution", "backend", "dtype", "batch", "p50_ms", "p99_ms", "images_per_s",
-          "peak_mem_mb", "speedup_vs_eager_fp32", "rel_err", "max_abs_err", "launches", "iters"]
+          "resolution", "backend", "precision", "mode", "batch", "p50_ms", "p99_ms",
+          "images_per_s", "peak_mem_mb", "speedup_vs_torch_fp32", "rel_err", "max_abs_err",
+          "launches", "iters"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,9 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--batch", default="1,8,64,256", help="comma-separated batch sizes")
     p.add_argument("--backends", default=",".join(BACKENDS),
-                   help=f"comma-separated subset of {','.join(BACKENDS + EXTRA)}")
-    p.add_argument("--dtype", default="fp16", choices=["fp16", "bf16"],
-                   help="precision of eager-fp16 (name kept), compile and triton")
+                   help=f"comma-separated subset of {','.join(BACKENDS)}")
+    p.add_argument("--precision", default="fp16", choices=["fp16", "bf16"],
+                   help="precision of every row but the torch fp32 baseline")
     p.add_argument("--ckpt", default=None, help="generator checkpoint (default: random init)")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--iters", type=int, default=200)
@@ -85,16 +90,26 @@ def build_generator(args: argparse.Namespace, torch):  # noqa: ANN001, ANN201
     return gen
 
 
-def make_backend(name: str, gen, dtype, device: str, torch):  # noqa: ANN001, ANN201
+def variants(backends: list[str]) -> list[tuple[str, str]]:
+    """(backend, mode) rows to time, the torch baseline first."""
+    out = [("torch", "baseline")]
+    for b in backends:
+        out.append((b, "call"))
+        if b == "triton":
+            out.append((b, "replay"))
+    return out
+
+
+def make_backend(name: str, mode: str, gen, dtype, device: str, torch):  # noqa: ANN001, ANN201
     """A callable (sketch, label, noise) -> [B, 3, R, R] and its launches per forward (or '')."""
     import copy
 
-    if name == "eager-fp32":
+    if mode == "baseline":  # eager fp32, TF32 off
         g = copy.deepcopy(gen).to(device).float()
         return (lambda s, l, n: g(s, l, n)), ""
-    if name in ("eager-fp16", "compile"):
+    if name in ("torch", "torch-compile"):
         g = copy.deepcopy(gen).to(device).to(dtype).to(memory_format=torch.channels_last)
-        if name == "eager-fp16":
+        if name == "torch":
             return (lambda s, l, n: g(s.to(dtype), l, n.to(dtype)).float()), ""
         # max-autotune = Inductor's GEMM/conv autotuning + CUDA graphs; one static graph per batch
         compiled = torch.compile(g, mode="max-autotune", fullgraph=True, dynamic=False)
@@ -103,11 +118,8 @@ def make_backend(name: str, gen, dtype, device: str, torch):  # noqa: ANN001, AN
         from s2i_fast.kernels.inference import TritonGenerator
 
         tg = TritonGenerator.from_generator(gen, dtype=dtype, device=device)
-        return tg, tg.launches_per_forward
-    if name == "triton-static":
-        from s2i_fast.kernels.inference import TritonGenerator
-
-        tg = TritonGenerator.from_generator(gen, dtype=dtype, device=device)
+        if mode == "call":
+            return tg, tg.launches_per_forward
 
         def replay(s, l, n):  # noqa: ANN001, ANN202, E741
             b = s.shape[0]
@@ -158,8 +170,7 @@ def pct(values: list[float], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    bad = [b for b in args.backends.split(",") if b.strip()
-           and b.strip() not in BACKENDS + EXTRA]
+    bad = [b for b in args.backends.split(",") if b.strip() and b.strip() not in BACKENDS]
     if bad:
         print(f"Error: unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}",
               file=sys.stderr)
@@ -175,11 +186,11 @@ def main(argv: list[str] | None = None) -> int:
               "(run with --smoke to check the script on the CPU)", file=sys.stderr)
         return 2
     device = "cuda" if cuda else "cpu"
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     batches = [int(b) for b in args.batch.split(",")]
     if args.smoke:
-        backends, batches, args.warmup, args.iters = ["eager-fp32", "triton"], [1], 0, 1
+        backends, batches, args.warmup, args.iters = ["triton"], [1], 0, 1
         dtype = torch.float32
     import triton
 
@@ -194,21 +205,25 @@ def main(argv: list[str] | None = None) -> int:
           f" | commit {meta['git_commit']} | base {gen.cfg.base} {gen.cfg.resolution}x"
           f"{gen.cfg.resolution}", flush=True)
 
-    ref = make_backend("eager-fp32", gen, torch.float32, device, torch)[0]
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 baseline is IEEE fp32
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+    ref = make_backend("torch", "baseline", gen, torch.float32, device, torch)[0]
     rows, eager_p50 = [], {}
     with torch.inference_mode():
-        for name in ["eager-fp32"] + [b for b in backends if b != "eager-fp32"]:
+        for name, mode in variants(backends):
             try:
                 if cuda:  # peak memory is reported above what was allocated before the backend
                     gc.collect()
                     torch.cuda.empty_cache()
                     base_mem = torch.cuda.memory_allocated()
-                fn, launches = make_backend(name, gen, dtype, device, torch)
+                fn, launches = make_backend(name, mode, gen, dtype, device, torch)
                 check = inputs(gen, min(8, max(batches)), device, torch)
                 want, got = ref(*check).float(), fn(*check).float()
                 rel = ((got - want).norm() / want.norm()).item()
                 mx = (got - want).abs().max().item()
-                print(f"[check] {name:11s} rel L2 err {rel:.2e}  max abs err {mx:.2e}",
+                print(f"[check] {name:13s} {mode:8s} rel L2 err {rel:.2e}  max abs err {mx:.2e}",
                       flush=True)
                 if not rel <= args.max_rel:
                     raise RuntimeError(f"relative error {rel:.3e} > --max-rel {args.max_rel}")
@@ -219,36 +234,30 @@ def main(argv: list[str] | None = None) -> int:
                         torch.cuda.reset_peak_memory_stats()
                     t = time_backend(fn, x, args.warmup, args.iters, cuda, torch)
                     p50, p99 = pct(t, 50), pct(t, 99)
-                    if name == "eager-fp32":
+                    if mode == "baseline":
                         eager_p50[b] = p50
                     peak = ((torch.cuda.max_memory_allocated() - base_mem) / 2**20 if cuda
                             else float("nan"))
                     rows.append(dict(meta, timestamp=dt.datetime.now(dt.timezone.utc).isoformat(
-                        timespec="seconds"), backend=name,
-                        dtype="fp32" if name == "eager-fp32" else DTYPE_NAMES[dtype],
+                        timespec="seconds"), backend=name, mode=mode,
+                        precision="fp32" if mode == "baseline" else DTYPE_NAMES[dtype],
                         batch=b, p50_ms=round(p50, 4), p99_ms=round(p99, 4),
                         images_per_s=round(b / p50 * 1e3, 1), peak_mem_mb=round(peak, 1),
-                        speedup_vs_eager_fp32=round(eager_p50[b] / p50, 2) if b in eager_p50
+                        speedup_vs_torch_fp32=round(eager_p50[b] / p50, 2) if b in eager_p50
                         else "", rel_err=f"{rel:.2e}", max_abs_err=f"{mx:.2e}",
                         launches=launches, iters=args.iters))
-                    print(f"  {name:11s} batch {b:4d}: p50 {p50:9.4f} ms  p99 {p99:9.4f} ms",
-                          flush=True)
+                    print(f"  {name:13s} {mode:8s} batch {b:4d}: p50 {p50:9.4f} ms  "
+                          f"p99 {p99:9.4f} ms", flush=True)
             except Exception as e:  # a requested backend that fails is an error
                 print(f"Error: backend {name} failed: {type(e).__name__}: {e}", file=sys.stderr)
                 return 1
-    rows = [r for r in rows if r["backend"] in backends]
     out = Path(args.csv) if args.csv else (None if args.smoke else DEFAULT_CSV)
     if out is not None:
         append_csv(out, [{k: r.get(k, "") for k in FIELDS} for r in rows])
         print(f"# appended {len(rows)} rows to {out}")
-    hdr = (f"{'backend':11s} {'dtype':8s} {'batch':>5s} {'p50 ms':>9s} {'p99 ms':>9s} "
-           f"{'img/s':>10s} {'peak MB':>8s} {'x eager':>7s} {'rel err':>8s} {'launch':>6s}")
-    print(hdr)
-    print("-" * len(hdr))
-    for r in rows:
-        print(f"{r['backend']:11s} {r['dtype']:8s} {r['batch']:5d} {r['p50_ms']:9.4f} "
-              f"{r['p99_ms']:9.4f} {r['images_per_s']:10.1f} {r['peak_mem_mb']:8.1f} "
-              f"{r['speedup_vs_eager_fp32']!s:>7s} {r['rel_err']:>8s} {r['launches']!s:>6s}")
+    print_table(rows, ["backend", "precision", "mode", "batch", "p50_ms", "p99_ms",
+                       "images_per_s", "peak_mem_mb", "speedup_vs_torch_fp32", "rel_err",
+                       "launches"])
     return 0
 
 

@@ -21,8 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import (  # noqa: E402
+from s2i_fast.bench.harness import (  # noqa: E402
     RESULTS,
     append_csv,
     bench_ms,

@@ -4,7 +4,7 @@
     python bench/bench_train_step.py --amp bf16      # the same under bf16 autocast
     python bench/bench_train_step.py --smoke         # CPU interpreter, micro model, 1 step
 
-One step is what the trainer (train/trainer.py, "seed" loss preset) does: G forward; D on real
+One step is what the trainer (train/trainer.py, "sketch2img" loss preset) does: G forward; D on real
 and fake, BCE + auxiliary class loss + DRAGAN penalty (double backward through D), D backward,
 Adam; D on the fake again, BCE + aux + L1 + diversity (a second G forward), G backward, Adam.
 The perceptual term is left out (it needs Inception-v4 weights and is the same work for both
@@ -21,8 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import (  # noqa: E402
+from s2i_fast.bench.harness import (  # noqa: E402
     RESULTS,
     append_csv,
     environment,

@@ -35,11 +35,13 @@ def test_generator_bench_smoke_writes_checked_rows(tmp_path: Path) -> None:
     res = run("bench_generator.py", "--smoke", "--csv", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
     rows = list(csv.DictReader(out.open()))
-    assert [r["backend"] for r in rows] == ["eager-fp32", "triton"]
+    assert [(r["backend"], r["mode"]) for r in rows] == [
+        ("torch", "baseline"), ("triton", "call"), ("triton", "replay")]
+    assert rows[0]["precision"] == "fp32"
     tri = rows[1]
     assert tri["launches"] == "29" and float(tri["rel_err"]) < 1e-5
     assert float(tri["p50_ms"]) > 0 and tri["git_commit"] and tri["triton"]
-    assert "backend" in res.stdout.splitlines()[-4]  # the table is printed last
+    assert res.stdout.splitlines()[-(len(rows) + 2)].startswith("backend")  # the table is last
 
 
 def test_unknown_backend_is_an_error_not_a_skip() -> None:
