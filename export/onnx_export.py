@@ -7,98 +7,25 @@ in ~0.6 s instead of ~11 s and names nodes by module scope (`/g/enc_mru.0/conv_g
 which the TensorRT precision policy (export/trt_policy.py) matches on. `exporter="auto"` falls
 back to dynamo if the tracer fails; `exporter="dynamo"` forces it.
 
-Metadata (graph metadata_props, each value JSON): `s2i_fast` (format, version, raw, precision,
-static batch or null, resolution, noise_dim, input/output names), `class_names`, `preprocess`
-(PreprocessStats.to_dict) and `model_config` (ModelConfig.to_dict).
+The metadata written into every graph is the artefact contract of s2i_fast/artefact.py.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from s2i_fast.artefact import INPUTS, OUTPUT, OnnxMeta, require_onnx
 from s2i_fast.config import ModelConfig, PreprocessStats
-from s2i_fast.errors import BackendUnavailable, EngineError
+from s2i_fast.errors import EngineError
 
-FORMAT = "s2i-fast-onnx"
-VERSION = 1
-INPUTS = ("sketch", "label", "noise")
-OUTPUT = "image"
 DEFAULT_OPSET = 17
 EXPORTERS = ("auto", "torchscript", "dynamo")
-
-
-@dataclass
-class OnnxMeta:
-    """What an exported graph says about itself."""
-
-    class_names: list[str]
-    stats: PreprocessStats
-    model_config: ModelConfig
-    raw: bool
-    precision: str
-    batch: int | None  # static batch, or None for a dynamic batch axis
-
-    @property
-    def resolution(self) -> int:
-        return self.model_config.resolution
-
-    def to_props(self) -> dict[str, str]:
-        info = {
-            "format": FORMAT,
-            "version": VERSION,
-            "raw": self.raw,
-            "precision": self.precision,
-            "batch": self.batch,
-            "resolution": self.resolution,
-            "noise_dim": self.model_config.noise_dim,
-            "inputs": list(INPUTS),
-            "output": OUTPUT,
-            "torch": torch.__version__,
-        }
-        return {
-            "s2i_fast": json.dumps(info),
-            "class_names": json.dumps(self.class_names),
-            "preprocess": json.dumps(self.stats.to_dict()),
-            "model_config": json.dumps(self.model_config.to_dict()),
-        }
-
-    @classmethod
-    def from_props(cls, props: dict[str, str], where: str = "graph") -> OnnxMeta:
-        try:
-            info = json.loads(props["s2i_fast"])
-            if info.get("format") != FORMAT:
-                raise KeyError("format")
-            return cls(
-                class_names=list(json.loads(props["class_names"])),
-                stats=PreprocessStats.from_dict(json.loads(props["preprocess"])),
-                model_config=ModelConfig.from_dict(json.loads(props["model_config"])),
-                raw=bool(info["raw"]),
-                precision=str(info["precision"]),
-                batch=None if info["batch"] is None else int(info["batch"]),
-            )
-        except (KeyError, ValueError, TypeError) as e:
-            raise EngineError(
-                f"{where}: not an s2i-fast ONNX export (metadata missing or malformed: {e})"
-            ) from e
-
-
-def require_onnx():
-    try:
-        import onnx
-    except ImportError as e:
-        raise BackendUnavailable(
-            "ONNX export needs the 'onnx' package: pip install 'onnx>=1.16' onnxscript"
-        ) from e
-    return onnx
 
 
 def example_inputs(meta: OnnxMeta, batch: int) -> tuple[torch.Tensor, ...]:
@@ -211,9 +138,9 @@ def export_generator(
     prepared.set_impl("ref")  # the torch reference ops are what ONNX traces
     model = export_module(wrap(prepared, stats, raw), meta, opset=opset, exporter=exporter)
     if out is not None:
-        from s2i_fast.checkpoint import atomic_write_bytes
+        from s2i_fast.fileio import write_bytes
 
-        atomic_write_bytes(out, model.SerializeToString())
+        write_bytes(out, model.SerializeToString())
     return model
 
 
@@ -223,24 +150,3 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike | None = N
 
     gen, class_names, stats = load_generator(ckpt, device="cpu")
     return export_generator(gen, class_names, stats, out, **kwargs)
-
-
-def load_onnx(path_or_bytes: str | os.PathLike | bytes):
-    """(ModelProto, OnnxMeta) of an exported graph; EngineError on a corrupt or foreign file."""
-    onnx = require_onnx()
-    where = "graph" if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
-    try:
-        if isinstance(path_or_bytes, bytes):
-            model = onnx.load_from_string(path_or_bytes)
-        else:
-            if not Path(path_or_bytes).is_file():
-                raise EngineError(f"{where}: no such ONNX file")
-            model = onnx.load(str(path_or_bytes))
-    except EngineError:
-        raise
-    except Exception as e:  # protobuf DecodeError, truncated file
-        raise EngineError(f"{where}: not a readable ONNX file ({type(e).__name__})") from e
-    if len(model.graph.node) == 0:
-        raise EngineError(f"{where}: not a readable ONNX file (empty graph)")
-    props = {p.key: p.value for p in model.metadata_props}
-    return model, OnnxMeta.from_props(props, where)

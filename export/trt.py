@@ -1,4 +1,5 @@
-"""TensorRT: build an engine (.plan) from the exported ONNX graph, and run one.
+"""TensorRT: build an engine (.plan) from the exported ONNX graph (s2i_fast/engine/trt.py runs
+one).
 
 Built through TensorRT's Python API: Builder -> explicit-batch NetworkDefinition -> OnnxParser
 -> BuilderConfig (FP16 or BF16 flag, OBEY_PRECISION_CONSTRAINTS with the fp32 pins of
@@ -13,16 +14,13 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-
+from s2i_fast.artefact import OnnxMeta, plan_sidecar, sidecar_path
 from s2i_fast.errors import BackendUnavailable, EngineError
-from s2i_fast.export.onnx_export import OUTPUT, OnnxMeta
 from s2i_fast.export.trt_policy import (
     check_precision,
     parse_buckets,
     precision_plan,
     profile_shapes,
-    select_profile,
 )
 
 INSTALL_HINT = (
@@ -37,10 +35,6 @@ def require_tensorrt():
     except ImportError as e:
         raise BackendUnavailable(f"backend 'tensorrt' needs its package: {INSTALL_HINT}") from e
     return tensorrt
-
-
-def sidecar_path(plan: str | os.PathLike) -> Path:
-    return Path(str(plan) + ".json")
 
 
 def _layer_type_name(trt, layer) -> str:
@@ -121,80 +115,11 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineError(f"TensorRT could not build an engine from {onnx_path} (see log above)")
-    from s2i_fast.checkpoint import atomic_write_bytes
+    from s2i_fast.fileio import write_bytes
 
-    atomic_write_bytes(plan_path, bytes(serialized))
+    write_bytes(plan_path, bytes(serialized))
     if timing_cache:
-        atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
-    side = {
-        "props": meta.to_props(),
-        "precision": precision,
-        "buckets": buckets,
-        "fp32_layers": pins,
-        "tensorrt": trt.__version__,
-    }
-    atomic_write_bytes(sidecar_path(plan_path), json.dumps(side, indent=1).encode())
+        write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
+    side = plan_sidecar(meta, precision, buckets, pins, trt.__version__)
+    write_bytes(sidecar_path(plan_path), json.dumps(side, indent=1).encode())
     return side
-
-
-def read_sidecar(plan_path: str | os.PathLike) -> tuple[OnnxMeta, list[int], str]:
-    side_path = sidecar_path(plan_path)
-    if not Path(plan_path).is_file():
-        raise EngineError(f"{plan_path}: no such TensorRT plan")
-    try:
-        side = json.loads(side_path.read_text())
-        meta = OnnxMeta.from_props(side["props"], str(side_path))
-        return meta, parse_buckets(side["buckets"]), str(side["precision"])
-    except FileNotFoundError as e:
-        raise EngineError(f"{plan_path}: its metadata file {side_path.name} is missing") from e
-    except (ValueError, KeyError, TypeError) as e:
-        raise EngineError(f"{side_path}: unreadable plan metadata ({type(e).__name__})") from e
-
-
-class TrtRunner:
-    """Runs a .plan on one CUDA device with torch-allocated buffers. Not locked: Engine locks."""
-
-    def __init__(self, plan_path: str | os.PathLike, device: str | None = None) -> None:
-        import torch
-
-        self.meta, self.buckets, self.precision = read_sidecar(plan_path)
-        trt = require_tensorrt()
-        if not torch.cuda.is_available():
-            raise BackendUnavailable("backend 'tensorrt' needs a CUDA GPU; none is visible")
-        self.device = torch.device(device or "cuda")
-        self.torch = torch
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        with torch.cuda.device(self.device):
-            self.engine = self.runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
-            if self.engine is None:
-                raise EngineError(f"{plan_path}: corrupt TensorRT plan or built by another version")
-            self.context = self.engine.create_execution_context()
-            self.stream = torch.cuda.Stream(self.device)
-        self.profile = -1
-
-    def run(self, sketch: np.ndarray, label: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        b = sketch.shape[0]
-        index, padded = select_profile(self.buckets, b)
-        inputs = {"sketch": sketch, "label": label.astype(np.int64), "noise": noise}
-        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
-            if index != self.profile:
-                self.context.set_optimization_profile_async(index, self.stream.cuda_stream)
-                self.profile = index
-            keep = []
-            for name, arr in inputs.items():
-                t = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device, non_blocking=True)
-                if padded > b:  # repeat the last sample up to the bucket size
-                    t = torch.cat([t, t[-1:].expand(padded - b, *t.shape[1:])]).contiguous()
-                self.context.set_input_shape(name, tuple(t.shape))
-                self.context.set_tensor_address(name, t.data_ptr())
-                keep.append(t)
-            shape = tuple(self.context.get_tensor_shape(OUTPUT))
-            dtype = torch.float32 if self.meta.raw else torch.uint8
-            out = torch.empty(shape, dtype=dtype, device=self.device)
-            self.context.set_tensor_address(OUTPUT, out.data_ptr())
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise EngineError("TensorRT execution failed")
-            self.stream.synchronize()
-        return out[:b].cpu().numpy()

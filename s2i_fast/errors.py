@@ -7,12 +7,27 @@ class S2IError(Exception):
     exit_code = 1
 
 
+class MissingDependency(S2IError):
+    """An optional package a requested feature needs is not installed (the message says which
+    extra to install)."""
+
+    exit_code = 2
+
+
 class DataError(S2IError):
     """Unreadable or malformed data set, image or info file."""
 
 
+class UnknownClassError(S2IError, LookupError):
+    """A class name or id that the model or data set does not have."""
+
+
 class CheckpointError(S2IError):
     """Missing, truncated or foreign checkpoint, or one that cannot be written."""
+
+
+class OutputError(S2IError):
+    """A file or folder the project was asked to write could not be written."""
 
 
 class EngineError(S2IError):

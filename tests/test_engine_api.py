@@ -14,7 +14,7 @@ pytest.importorskip("onnxruntime", reason="engine parity tests need onnxruntime"
 from s2i_fast import Engine  # noqa: E402
 from s2i_fast.errors import BackendUnavailable, EngineError  # noqa: E402
 from s2i_fast.export.onnx_export import export_generator  # noqa: E402
-from s2i_fast.export.testing import (  # noqa: E402
+from s2i_fast.testing import (  # noqa: E402
     CLASS_NAMES,
     STATS,
     draw_sketch,
@@ -98,11 +98,11 @@ def test_input_forms(eng_torch):
         (np.zeros((0, 64, 64), np.uint8), 0, "no sketches"),
         ([], 0, "no sketches"),
         ("sketch.png", 0, "expected a PIL image"),
-        (np.zeros((1, 64, 64), np.uint8), "dog", "unknown class name 'dog'"),
+        (np.zeros((1, 64, 64), np.uint8), "dog", "unknown class 'dog'"),
         (np.zeros((1, 64, 64), np.uint8), 3, "out of range"),
         (np.zeros((1, 64, 64), np.uint8), -1, "out of range"),
-        (np.zeros((1, 64, 64), np.uint8), 1.5, "class ids"),
-        (np.zeros((1, 64, 64), np.uint8), True, "class ids"),
+        (np.zeros((1, 64, 64), np.uint8), 1.5, r"name \(str\) or an id \(int\)"),
+        (np.zeros((1, 64, 64), np.uint8), True, r"name \(str\) or an id \(int\)"),
         (np.zeros((3, 64, 64), np.uint8), [0, 1], "2 labels for 3 sketches"),
         (np.zeros((1, 64, 64), np.uint8), np.zeros((1, 1), np.int64), "one-dimensional"),
     ],

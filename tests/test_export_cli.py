@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("onnxruntime", reason="the export/bench CLI tests run onnxruntime")
 
 from s2i_fast.cli import main  # noqa: E402
-from s2i_fast.export.testing import CLASS_NAMES, save_test_checkpoint  # noqa: E402
+from s2i_fast.testing import CLASS_NAMES, save_test_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_export_onnx_cli(ckpt, tmp_path, capsys):
     assert code == 0, err
     assert out.is_file() and "wrote" in stdout and "batch dynamic" in stdout
     assert "max diff 0 levels" in stdout or "max diff 1 levels" in stdout  # verified in ORT
-    from s2i_fast.export.onnx_export import load_onnx
+    from s2i_fast.artefact import load_onnx
 
     _, meta = load_onnx(out)
     assert meta.class_names == CLASS_NAMES and meta.batch is None

@@ -17,11 +17,12 @@ import torch
 onnx = pytest.importorskip("onnx", reason="ONNX export tests need the onnx package")
 ort = pytest.importorskip("onnxruntime", reason="parity tests need onnxruntime")
 
+from s2i_fast.artefact import load_onnx  # noqa: E402
+from s2i_fast.engine.ort import OrtSession  # noqa: E402
 from s2i_fast.errors import EngineError  # noqa: E402
-from s2i_fast.export.onnx_export import export_generator, load_onnx  # noqa: E402
-from s2i_fast.export.ort import OrtSession  # noqa: E402
-from s2i_fast.export.testing import CLASS_NAMES, STATS, drawn_batch, make_generator  # noqa: E402
+from s2i_fast.export.onnx_export import export_generator  # noqa: E402
 from s2i_fast.export.wrappers import bake_parametrizations, prepare_generator, wrap  # noqa: E402
+from s2i_fast.testing import CLASS_NAMES, STATS, drawn_batch, make_generator  # noqa: E402
 
 RES = 64
 

@@ -68,7 +68,7 @@ def test_fp32_pins_by_name_and_type():
 def test_precision_plan_on_an_exported_graph():
     pytest.importorskip("onnx", reason="needs the onnx package to export a graph")
     from s2i_fast.export.onnx_export import export_generator
-    from s2i_fast.export.testing import CLASS_NAMES, STATS, make_generator
+    from s2i_fast.testing import CLASS_NAMES, STATS, make_generator
 
     model = export_generator(make_generator(), CLASS_NAMES, STATS, batch=None)
     nodes = [(n.name, n.op_type) for n in model.graph.node]
@@ -88,7 +88,7 @@ def test_missing_tensorrt_is_one_clear_line(tmp_path, capsys):
     if HAVE_TRT:
         pytest.skip("tensorrt is installed here: the missing-package path cannot be exercised")
     from s2i_fast.cli import main
-    from s2i_fast.export.testing import save_test_checkpoint
+    from s2i_fast.testing import save_test_checkpoint
 
     ckpt, _ = save_test_checkpoint(tmp_path / "g.pt")
     with pytest.raises(SystemExit) as info:
@@ -107,7 +107,7 @@ def test_trt_engine_matches_torch(tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("TensorRT engines need a CUDA GPU; none is visible")
     from s2i_fast import Engine
-    from s2i_fast.export.testing import drawn_batch, save_test_checkpoint
+    from s2i_fast.testing import drawn_batch, save_test_checkpoint
 
     ckpt, _ = save_test_checkpoint(tmp_path / "g.pt")
     ref = Engine.load(ckpt, backend="torch", device="cuda")

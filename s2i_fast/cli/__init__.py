@@ -1,12 +1,13 @@
 """The `s2i-fast` command line. Subcommands load lazily so `--help` stays fast.
 
-Each area owns its commands in its own module:
-    data      s2i_fast.data.cli:data          synth, sketchify, info
-    model     s2i_fast.model.cli:model        summary, init
-    generate  s2i_fast.model.cli:generate
-    train     s2i_fast.train.cli:train
-    export    s2i_fast.export.cli:export
-    bench     s2i_fast.export.bench_cli:bench
+One module per command in this package, the top layer (docs/architecture.md): a command may
+use anything below it, nothing below imports a command.
+    data      s2i_fast.cli.data:data          synth, sketchify, info
+    model     s2i_fast.cli.model:model        summary, init
+    generate  s2i_fast.cli.generate:generate
+    train     s2i_fast.cli.train:train
+    export    s2i_fast.cli.export:export
+    bench     s2i_fast.cli.bench:bench
 Errors derived from S2IError print as one line (click.ClickException); no tracebacks.
 """
 
@@ -20,12 +21,12 @@ import click
 from s2i_fast.errors import S2IError
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("s2i_fast.data.cli:data", "Make, convert and inspect Sketchy-layout data sets."),
-    "model": ("s2i_fast.model.cli:model", "Create and inspect model checkpoints."),
-    "generate": ("s2i_fast.model.cli:generate", "Turn sketches into photos with a checkpoint."),
-    "train": ("s2i_fast.train.cli:train", "Train the MRU GAN (all six losses)."),
-    "export": ("s2i_fast.export.cli:export", "Export a checkpoint to ONNX or a TensorRT engine."),
-    "bench": ("s2i_fast.export.bench_cli:bench", "Time every backend side by side."),
+    "data": ("s2i_fast.cli.data:data", "Make, convert and inspect Sketchy-layout data sets."),
+    "model": ("s2i_fast.cli.model:model", "Create and inspect model checkpoints."),
+    "generate": ("s2i_fast.cli.generate:generate", "Turn sketches into photos with a checkpoint."),
+    "train": ("s2i_fast.cli.train:train", "Train the MRU GAN (all six losses)."),
+    "export": ("s2i_fast.cli.export:export", "Export a checkpoint to ONNX or a TensorRT engine."),
+    "bench": ("s2i_fast.cli.bench:bench", "Time every backend side by side."),
 }
 
 

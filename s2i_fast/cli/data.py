@@ -156,20 +156,14 @@ def info(
 ) -> None:
     """Print a JSON summary of the data set at ROOT on stdout."""
     from s2i_fast.data import synth_params
+    from s2i_fast.data.classes import parse_class_spec
     from s2i_fast.data.sketchy import scan_sketchy
 
-    sel: list[str] | int | None = None
-    if classes:
-        sel = (
-            int(classes)
-            if classes.strip().isdigit()
-            else [c.strip() for c in classes.split(",") if c.strip()]
-        )
     index = scan_sketchy(
         root,
         photo_variant=photo_variant,
         sketch_variant=sketch_variant,
-        classes=sel,
+        classes=parse_class_spec(classes),
         drop_invalid=[d for d in drop_invalid.split(",") if d],
         test_fraction=test_fraction,
         split_seed=split_seed,

@@ -79,7 +79,7 @@ def export(
         if verify:
             _verify(onnx_out, gen, class_names, stats)
     if trt_out is not None:
-        from s2i_fast.export.onnx_export import load_onnx
+        from s2i_fast.artefact import load_onnx
         from s2i_fast.export.trt import build_engine
 
         cache = timing_cache or Path(str(trt_out) + ".cache")

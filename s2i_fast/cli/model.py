@@ -1,4 +1,4 @@
-"""`s2i-fast model summary|init` and `s2i-fast generate`."""
+"""`s2i-fast model summary|init`."""
 
 from __future__ import annotations
 
@@ -74,11 +74,12 @@ def init(preset: str, data_root: Path, out: Path, resolution: str, stem: str,
     import torch
 
     from s2i_fast.checkpoint import make_payload, save_checkpoint
+    from s2i_fast.data.classes import parse_class_spec
     from s2i_fast.data.sketchy import scan_sketchy
     from s2i_fast.data.stats import dataset_stats
     from s2i_fast.model import Discriminator, Generator
 
-    index = scan_sketchy(data_root, classes=parse_classes(classes))
+    index = scan_sketchy(data_root, classes=parse_class_spec(classes))
     res = int(resolution)
     stats = dataset_stats(index, resolution=res)
     cfg = ModelConfig.from_preset(preset, resolution=res, num_classes=len(index.classes),
@@ -88,52 +89,3 @@ def init(preset: str, data_root: Path, out: Path, resolution: str, stem: str,
     payload = make_payload(cfg, index.classes, stats, gen.state_dict(), disc.state_dict())
     save_checkpoint(out, payload)
     click.echo(f"wrote {out} ({preset}, {res}x{res}, {len(index.classes)} classes, untrained)")
-
-
-def parse_classes(spec: str | None) -> list[str] | int | None:
-    """'5' -> 5 (first five); 'a,b' -> ['a', 'b']; None -> all."""
-    if spec is None or not spec.strip():
-        return None
-    spec = spec.strip()
-    if spec.isdigit():
-        return int(spec)
-    return [c.strip() for c in spec.split(",") if c.strip()]
-
-
-@click.command()
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--sketch", "sketches", type=click.Path(path_type=Path), multiple=True,
-              required=True, help="Sketch image (black lines on white; any size, PNG/JPEG).")
-@click.option("--class", "class_name", required=True,
-              help="Class name (or numeric id) for every sketch.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--backend", type=click.Choice(["torch", "torch-compile", "triton", "onnxruntime"]),
-              default="torch", show_default=True)
-@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
-def generate(checkpoint: Path, sketches: tuple[Path, ...], class_name: str, seed: int, out: Path,
-             backend: str, device: str | None) -> None:
-    """Turn sketch images into photos with a checkpoint's generator (eval mode)."""
-    from PIL import Image
-
-    from s2i_fast.data.preprocess import load_image
-    from s2i_fast.engine import Engine
-
-    engine = Engine.load(checkpoint, backend=backend, device=device)
-    label = resolve_class(class_name, engine.class_names)
-    images = engine.generate([load_image(p, "L") for p in sketches], label, seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
-    for path, img in zip(sketches, images, strict=True):
-        target = out / f"{path.stem}-{engine.class_names[label]}-seed{seed}.png"
-        Image.fromarray(img).save(target)
-        click.echo(str(target))
-
-
-def resolve_class(name: str, class_names: list[str]) -> int:
-    if name in class_names:
-        return class_names.index(name)
-    if name.isdigit() and int(name) < len(class_names):
-        return int(name)
-    shown = ", ".join(class_names[:12]) + (" ..." if len(class_names) > 12 else "")
-    raise click.BadParameter(f"unknown class {name!r}; this model knows: {shown}",
-                             param_hint="--class")

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from s2i_fast.data.classes import known_classes, parse_class_spec
 from s2i_fast.errors import DataError
 
 DEFAULT_VARIANT = "tx_000000000000"
@@ -140,15 +141,16 @@ def _select_classes(
             raise DataError(f"{where}: asked for {n} classes, the data set has {len(available)}")
         return available[:n]
     if isinstance(classes, str):
-        classes = [c.strip() for c in classes.split(",") if c.strip()]
+        classes = parse_class_spec(classes) or []
+        if isinstance(classes, int):
+            return _select_classes(available, classes, where)
     wanted = list(dict.fromkeys(str(c) for c in classes))
     if not wanted:
         raise DataError(f"{where}: empty class list")
     known = set(available)
     for name in wanted:
         if name not in known:
-            shown = ", ".join(available[:12]) + (", ..." if len(available) > 12 else "")
-            raise DataError(f"{where}: unknown class {name!r} (known: {shown})")
+            raise DataError(f"{where}: unknown class {name!r} (known: {known_classes(available)})")
     return sorted(wanted)
 
 

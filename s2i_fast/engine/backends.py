@@ -4,8 +4,8 @@ float32 noise [B,Z]) numpy arrays to uint8 RGB [B,H,W,3] and knows nothing about
     torch          eager PyTorch (export.wrappers.UInt8Generator: the function ONNX traces)
     torch-compile  the same module through torch.compile (compiles per batch size, lazily)
     triton         s2i_fast.kernels.inference.TritonGenerator (fused kernels, CUDA graphs)
-    onnxruntime    export.ort.OrtSession on an exported graph (uint8 or raw)
-    tensorrt       export.trt.TrtRunner on a .plan
+    onnxruntime    engine.ort.OrtSession on an exported graph (uint8 or raw)
+    tensorrt       engine.trt.TrtRunner on a .plan
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class TorchRunner:
 
 
 class TritonRunner:
-    """The fused Triton generator (TEAM.md inference-kernel contract), pre/post in torch."""
+    """The fused Triton generator (kernels/inference.py), pre/post-processing in torch."""
 
     def __init__(
         self, gen: nn.Module, stats: PreprocessStats, device: torch.device, precision: str
@@ -93,7 +93,7 @@ class TritonRunner:
         except ImportError as e:
             raise BackendUnavailable(
                 "backend 'triton' needs s2i_fast.kernels.inference and the triton package "
-                f"(pip install 'triton>=3.6'); import failed: {e}"
+                f"(pip install 's2i-fast[triton]'); import failed: {e}"
             ) from e
         from s2i_fast.export.wrappers import DTYPES, prepare_generator
 
@@ -113,31 +113,27 @@ class TritonRunner:
             return out.cpu().numpy()
 
 
-class OrtRunner:
-    """onnxruntime on a uint8 graph, or on a raw graph with pre/post-processing around it."""
+class UInt8Runner:
+    """Adapts a runner of a raw artefact (model-space float in and out) to the uint8 contract:
+    the data set's preprocessing before it, the conversion to uint8 RGB after it."""
 
-    def __init__(self, session, stats: PreprocessStats) -> None:
-        self.session = session
+    def __init__(self, runner, stats: PreprocessStats) -> None:  # noqa: ANN001
+        self.runner = runner
         self.stats = stats
-        self.raw = session.meta.raw
+        self.provider = getattr(runner, "provider", "")
+
+    def run(self, sketch: np.ndarray, label: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        x = normalize_sketch_uint8(torch.from_numpy(sketch), self.stats).numpy()  # [B,1,H,W]
+        y = self.runner.run(x, label, noise)  # [B, 3, H, W] model space
+        return to_uint8_hwc(torch.from_numpy(y), self.stats).numpy()
+
+
+class OrtRunner:
+    """onnxruntime on an exported graph (its own inputs: uint8, or model space when raw)."""
+
+    def __init__(self, session) -> None:  # noqa: ANN001
+        self.session = session
         self.provider = session.provider
 
     def run(self, sketch: np.ndarray, label: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        if not self.raw:
-            return self.session.run(sketch, label, noise)
-        x = normalize_sketch_uint8(torch.from_numpy(sketch), self.stats).numpy()  # [B,1,H,W]
-        y = self.session.run(x, label, noise)  # [B, 3, H, W] model space
-        return to_uint8_hwc(torch.from_numpy(y), self.stats).numpy()
-
-
-class RawTrtRunner:
-    """A TrtRunner on a raw plan, with pre/post-processing around it."""
-
-    def __init__(self, runner, stats: PreprocessStats) -> None:
-        self.runner = runner
-        self.stats = stats
-
-    def run(self, sketch: np.ndarray, label: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        x = normalize_sketch_uint8(torch.from_numpy(sketch), self.stats).numpy()
-        y = self.runner.run(x, label, noise)
-        return to_uint8_hwc(torch.from_numpy(y), self.stats).numpy()
+        return self.session.run(sketch, label, noise)

@@ -26,20 +26,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from s2i_fast.artefact import artefact_kind
 from s2i_fast.config import ModelConfig, PreprocessStats
+from s2i_fast.engine.backends import (
+    BACKENDS,
+    OrtRunner,
+    TorchRunner,
+    TritonRunner,
+    UInt8Runner,
+    default_device,
+)
+from s2i_fast.engine.inputs import check_seed, label_ids, sketch_batch
 from s2i_fast.errors import CheckpointError, EngineError
-
-ONNX_SUFFIXES = (".onnx",)
-PLAN_SUFFIXES = (".plan", ".engine", ".trt")
-
-
-def _artefact_kind(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in ONNX_SUFFIXES:
-        return "onnx"
-    if suffix in PLAN_SUFFIXES:
-        return "plan"
-    return "checkpoint"
 
 
 class Engine:
@@ -95,10 +93,8 @@ class Engine:
         batch_buckets: Sequence[int] = (1, 8, 64),
     ) -> Engine:
         """Open a checkpoint (.pt), an ONNX graph (.onnx) or a TensorRT plan (.plan)."""
-        from s2i_fast.export.runners import BACKENDS
-
         path = Path(path)
-        kind = _artefact_kind(path)
+        kind = artefact_kind(path)
         if backend == "auto":
             backend = {"checkpoint": "torch", "onnx": "onnxruntime", "plan": "tensorrt"}[kind]
         if backend not in BACKENDS:
@@ -118,7 +114,7 @@ class Engine:
             )
         if kind == "onnx":
             if backend == "onnxruntime":
-                from s2i_fast.export.ort import OrtSession
+                from s2i_fast.engine.ort import OrtSession
 
                 return cls._from_session(OrtSession(path, device, threads), device, precision)
             if backend == "tensorrt":
@@ -145,8 +141,6 @@ class Engine:
         batch_buckets: Sequence[int] = (1, 8, 64),
     ) -> Engine:
         """An Engine around an in-memory Generator (weights are copied, gen is untouched)."""
-        from s2i_fast.export.runners import TorchRunner, TritonRunner, default_device
-
         cfg = ModelConfig.from_dict(gen.cfg.to_dict())
         if len(class_names) != cfg.num_classes:
             raise EngineError(f"{len(class_names)} class names for {cfg.num_classes} classes")
@@ -160,8 +154,8 @@ class Engine:
                 runner = TorchRunner(gen, stats, dev, precision, compile=backend != "torch")
             return cls(runner, class_names, stats, cfg, backend, str(dev), precision)
         if backend == "onnxruntime":
+            from s2i_fast.engine.ort import OrtSession
             from s2i_fast.export.onnx_export import export_generator
-            from s2i_fast.export.ort import OrtSession
 
             precision = precision or "fp32"
             _check(precision, ("fp32", "fp16"), "onnxruntime precision")
@@ -182,20 +176,21 @@ class Engine:
 
     @classmethod
     def _from_session(cls, session, device: str | None, precision: str | None) -> Engine:
-        from s2i_fast.export.runners import OrtRunner
-
         meta = session.meta
         if precision and precision != meta.precision:
             raise EngineError(f"this graph is {meta.precision}; re-export for {precision}")
         dev = "cuda" if session.provider == "CUDAExecutionProvider" else "cpu"
+        runner: Any = OrtRunner(session)
+        if meta.raw:
+            runner = UInt8Runner(runner, meta.stats)
         return cls(
-            OrtRunner(session, meta.stats), meta.class_names, meta.stats, meta.model_config,
+            runner, meta.class_names, meta.stats, meta.model_config,
             "onnxruntime", dev, meta.precision, static_batch=meta.batch,
         )
 
     @classmethod
     def _from_onnx_trt(cls, onnx_path, device, precision, batch_buckets) -> Engine:
-        from s2i_fast.export.onnx_export import load_onnx
+        from s2i_fast.artefact import load_onnx
         from s2i_fast.export.trt import build_engine, require_tensorrt
 
         require_tensorrt()
@@ -208,13 +203,13 @@ class Engine:
 
     @classmethod
     def _from_plan(cls, path: Path, device: str | None) -> Engine:
-        from s2i_fast.export.runners import RawTrtRunner
-        from s2i_fast.export.trt import TrtRunner, read_sidecar
+        from s2i_fast.artefact import read_sidecar
+        from s2i_fast.engine.trt import TrtRunner
 
         meta, buckets, precision = read_sidecar(path)
         runner: Any = TrtRunner(path, device)
         if meta.raw:
-            runner = RawTrtRunner(runner, meta.stats)
+            runner = UInt8Runner(runner, meta.stats)
         return cls(
             runner, meta.class_names, meta.stats, meta.model_config, "tensorrt",
             str(device or "cuda"), precision, max_batch=buckets[-1],
@@ -223,17 +218,12 @@ class Engine:
     # ------------------------------------------------------------------ inference
     def make_noise(self, batch: int, seed: int | None = None) -> np.ndarray:
         """float32 [batch, noise_dim] from a CPU torch.Generator: identical on every backend."""
-        if seed is None:
-            seed = secrets.randbits(63)
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-            raise EngineError(f"seed must be an int or None, got {type(seed).__name__}")
-        g = torch.Generator().manual_seed(int(seed))
+        seed = secrets.randbits(63) if seed is None else check_seed(seed)
+        g = torch.Generator().manual_seed(seed)
         return torch.randn(batch, self.noise_dim, generator=g).numpy()
 
     def generate(self, sketches: Any, labels: Any, seed: int | None = None) -> np.ndarray:
         """Sketches + labels (+ seed) -> uint8 RGB images [B, H, W, 3]."""
-        from s2i_fast.export.inputs import label_ids, sketch_batch
-
         sketch = sketch_batch(sketches, self.resolution)  # [B, R, R] uint8
         ids = label_ids(labels, sketch.shape[0], self.class_names)  # [B] int64
         return self.run(sketch, ids, self.make_noise(sketch.shape[0], seed))

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from s2i_fast.errors import EngineError
+from s2i_fast.data.classes import resolve_class
+from s2i_fast.errors import EngineError, UnknownClassError
 
 
 def _is_pil(x: Any) -> bool:
@@ -69,20 +70,27 @@ def sketch_batch(sketches: Any, resolution: int) -> np.ndarray:
 
 
 def _one_label(x: Any, class_names: Sequence[str]) -> int:
-    k = len(class_names)
-    if isinstance(x, str):
-        try:
-            return class_names.index(x)
-        except ValueError:
-            shown = ", ".join(class_names[:8]) + (", ..." if k > 8 else "")
-            raise EngineError(f"unknown class name {x!r}; this model knows: {shown}") from None
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
-        raise EngineError(f"labels must be class ids (int) or names (str), got {x!r}")
-    if not 0 <= int(x) < k:
-        raise EngineError(
-            f"class id {int(x)} out of range: this model has {k} classes (0..{k - 1})"
-        )
-    return int(x)
+    if isinstance(x, np.integer):
+        x = int(x)
+    elif isinstance(x, np.str_):
+        x = str(x)
+    try:
+        return resolve_class(x, class_names)
+    except UnknownClassError as e:
+        raise EngineError(str(e)) from None
+
+
+MAX_SEED = 2**64 - 1
+
+
+def check_seed(seed: Any) -> int:
+    """A seed for torch.Generator: an int in [-2**63, 2**64 - 1] (64 bits); EngineError else."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise EngineError(f"seed must be an int or None, got {type(seed).__name__}")
+    seed = int(seed)
+    if not -(2**63) <= seed <= MAX_SEED:
+        raise EngineError(f"seed must fit in 64 bits (-2**63 .. 2**64-1), got {seed}")
+    return seed
 
 
 def label_ids(labels: Any, batch: int, class_names: Sequence[str]) -> np.ndarray:

@@ -12,10 +12,11 @@ import os
 
 import numpy as np
 
+from s2i_fast.artefact import INPUTS, OUTPUT, OnnxMeta, load_onnx
 from s2i_fast.errors import BackendUnavailable, EngineError
-from s2i_fast.export.onnx_export import INPUTS, OUTPUT, OnnxMeta, load_onnx
 
-INSTALL_HINT = "pip install onnxruntime (or onnxruntime-gpu for the CUDA provider)"
+INSTALL_HINT = ("pip install 's2i-fast[export]' (CPU) or 's2i-fast[gpu]' (onnxruntime-gpu, "
+                "for the CUDA provider; install one of the two, not both)")
 
 
 def require_onnxruntime():
@@ -35,7 +36,7 @@ def choose_providers(device: str | None, available: list[str]) -> list[str]:
         elif device is not None:
             raise BackendUnavailable(
                 f"onnxruntime has no CUDA provider for device {device!r}: "
-                "pip install onnxruntime-gpu"
+                "pip install 's2i-fast[gpu]' (onnxruntime-gpu, instead of onnxruntime)"
             )
     providers.append("CPUExecutionProvider")
     return providers

@@ -1,0 +1,16 @@
+"""The engine: one inference API over every artefact (checkpoint, ONNX graph, TensorRT plan)
+and backend (torch, torch-compile, triton, onnxruntime, tensorrt).
+
+    from s2i_fast.engine import Engine
+    eng = Engine.load("model.onnx")
+    images = eng.generate(sketches, "cat", seed=0)     # uint8 [B, H, W, 3]
+
+engine.py holds the Engine, inputs.py turns user input into arrays, backends.py holds the
+runners of the torch backends and onnxruntime, ort.py and trt.py the ONNX Runtime session and
+the TensorRT runtime.
+"""
+
+from s2i_fast.engine.backends import BACKENDS
+from s2i_fast.engine.engine import Engine
+
+__all__ = ["BACKENDS", "Engine"]
