@@ -67,7 +67,7 @@ def test_generator_and_discriminator_match_reference():
 
 def _gan_steps(impl: str, steps: int) -> list[tuple[float, float]]:
     """The trainer's step, minus the perceptual and diversity terms: D on BCE + AC + DRAGAN,
-    then G on BCE + AC + L1; Adam as the 'seed' preset (lr D 2e-4, G 1e-4)."""
+    then G on BCE + AC + L1; Adam as the 'sketch2img' preset (lr D 2e-4, G 1e-4)."""
     torch.manual_seed(0)
     G, D = Generator(_cfg()).to(DEVICE), Discriminator(_cfg()).to(DEVICE)
     G.set_impl(impl)

@@ -26,7 +26,7 @@ WORKER = textwrap.dedent(
     assert info.world_size == 2, info
     index, stats, train_set, sample_batch = build_data(data_root, None, 64, info, num_samples=2)
     mcfg = ModelConfig(preset="tiny", base=4, num_classes=len(index.classes))
-    tcfg = TrainConfig.from_preset("seed", steps=2, batch_size=2, sample_every=0,
+    tcfg = TrainConfig.from_preset("sketch2img", steps=2, batch_size=2, sample_every=0,
                                    ckpt_every=0, sync_bn=True)
     t = Trainer(tcfg, mcfg, train_set, sample_batch, list(index.classes), stats, run_dir,
                 dist_info=info, progress=False)

@@ -34,7 +34,7 @@ def make_trainer(data, run_dir, log=None, **overrides) -> Trainer:
     mcfg = ModelConfig(preset="tiny", base=4, num_classes=len(index.classes))
     opts = {"batch_size": BATCH, "sample_every": 0, "ckpt_every": 0, "steps": 6}
     opts.update(overrides)
-    tcfg = TrainConfig.from_preset("seed", **opts)
+    tcfg = TrainConfig.from_preset("sketch2img", **opts)
     return Trainer(tcfg, mcfg, train_set, sample_batch, list(index.classes), stats, run_dir,
                    log=log or (lambda m: None), progress=False)
 
@@ -155,11 +155,11 @@ def test_run_folder_contents(data, tmp_path):
 
 
 def test_perceptual_term_runs_with_a_weight_file(data, tmp_path):
-    from s2i_fast.train.inception import InceptionV4Trunk
+    timm = pytest.importorskip("timm")
 
     torch.manual_seed(0)
     weights = tmp_path / "inception_v4.pth"
-    torch.save(InceptionV4Trunk().state_dict(), weights)
+    torch.save(timm.create_model("inception_v4", pretrained=False).state_dict(), weights)
     msgs: list[str] = []
     t = make_trainer(data, tmp_path / "run", log=msgs.append, steps=1, batch_size=2,
                      perceptual_weights=str(weights))

@@ -22,22 +22,14 @@ from typing import Any
 
 import torch
 
-from s2i_fast.checkpoint import atomic_write_bytes, load_checkpoint
 from s2i_fast.config import ModelConfig, PreprocessStats
+from s2i_fast.data.classes import parse_class_spec
 from s2i_fast.errors import CheckpointError, DataError
+from s2i_fast.fileio import write_json
 from s2i_fast.train import distributed as ddp
+from s2i_fast.train.checkpoints import RunCheckpoints
 from s2i_fast.train.config import TrainConfig
 from s2i_fast.train.trainer import Trainer, TrainingError
-
-
-def parse_classes(text: str | None) -> list[str] | int | None:
-    """'apple,car' -> names; '5' -> the first 5 classes; None/'' -> all."""
-    if not text:
-        return None
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    return [c.strip() for c in text.split(",") if c.strip()]
 
 
 def resolve_device(name: str, dist_info: ddp.DistInfo | None = None) -> torch.device:
@@ -70,10 +62,6 @@ def pick_sample_indices(labels: list[int], n: int) -> list[int]:
 def _barrier(dist_info: ddp.DistInfo) -> None:
     if dist_info.enabled:
         torch.distributed.barrier()
-
-
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def build_data(
@@ -115,9 +103,12 @@ def build_data(
 
 
 def run_training(opts: dict[str, Any], explicit: set[str]) -> int:
-    """Train as the CLI asked; returns the process exit code (0, or 130/143 when stopped)."""
+    """Train as the CLI asked; returns the process exit code (0, or 130/143 when stopped).
+
+    opts holds every option of `s2i-fast train` (their defaults come from TrainConfig and
+    ModelConfig); `explicit` names the ones the user typed (what --resume may change)."""
     t_start = time.perf_counter()
-    device_name = opts.get("device") or "auto"
+    device_name = opts["device"]
     dev_type = "cuda" if device_name.startswith("cuda") or (
         device_name == "auto" and torch.cuda.is_available()
     ) else "cpu"
@@ -137,7 +128,10 @@ def _run(opts: dict[str, Any], explicit: set[str], dist_info: ddp.DistInfo, t_st
         if not cfg_path.is_file():
             raise CheckpointError(f"{run_dir}: not a run folder (no config.json)")
         saved = json.loads(cfg_path.read_text())
-        payload = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+        ckpts = RunCheckpoints(run_dir / "checkpoints")
+        for stale in ckpts.clean_stale_temps():
+            say(f"removed {stale.name}, a checkpoint write cut short")
+        ckpt_path, payload = ckpts.newest(notice=say)
         tcfg = TrainConfig.from_dict(saved["train"])
         allowed = ("steps", "sample_every", "ckpt_every", "num_workers", "device", "keep")
         for key in allowed:
@@ -152,7 +146,7 @@ def _run(opts: dict[str, Any], explicit: set[str], dist_info: ddp.DistInfo, t_st
         root, classes = Path(data["root"]), list(data["classes"])
         stats = PreprocessStats.from_dict(payload["preprocess"])
         pv, sv = data.get("photo_variant"), data.get("sketch_variant")
-        say(f"resuming {run_dir} from step {payload['step']}")
+        say(f"resuming {run_dir} from step {payload['step']} ({ckpt_path.name})")
     else:
         overrides = {
             "lr_g": opts.get("lr_g"), "lr_d": opts.get("lr_d"),
@@ -169,7 +163,7 @@ def _run(opts: dict[str, Any], explicit: set[str], dist_info: ddp.DistInfo, t_st
                 overrides[key] = opts[key]
         if opts.get("keep") is not None:
             overrides["keep_checkpoints"] = opts["keep"]
-        tcfg = TrainConfig.from_preset(opts.get("losses") or "sketchygan", **overrides)
+        tcfg = TrainConfig.from_preset(opts["losses"], **overrides)
         if opts.get("data"):
             root = Path(opts["data"])
             if not root.is_dir():
@@ -181,12 +175,12 @@ def _run(opts: dict[str, Any], explicit: set[str], dist_info: ddp.DistInfo, t_st
                 root = ensure_default_data(progress=True)
             _barrier(dist_info)
             root = ensure_default_data(progress=False)
-        classes = parse_classes(opts.get("classes"))
+        classes = parse_class_spec(opts.get("classes"))
         stats, mcfg = None, None
         pv, sv = opts.get("photo_variant"), opts.get("sketch_variant")
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path(opts.get("out") or Path("runs") / stamp)
-        if (run_dir / "checkpoints" / "latest.pt").exists():
+        if RunCheckpoints(run_dir / "checkpoints").exists():
             raise CheckpointError(
                 f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                 f"or choose another --out"
@@ -194,15 +188,15 @@ def _run(opts: dict[str, Any], explicit: set[str], dist_info: ddp.DistInfo, t_st
 
     device = resolve_device(tcfg.device, dist_info)
     index, stats, train_set, sample_batch = build_data(
-        root, classes, (mcfg.resolution if mcfg else opts.get("resolution") or 64), dist_info,
+        root, classes, (mcfg.resolution if mcfg else int(opts["resolution"])), dist_info,
         stats=stats, photo_variant=pv, sketch_variant=sv, num_samples=tcfg.num_samples,
     )
     if mcfg is None:
         mcfg = ModelConfig.from_preset(
-            opts.get("preset") or "tiny",
-            resolution=int(opts.get("resolution") or 64),
+            opts["preset"],
+            resolution=int(opts["resolution"]),
             num_classes=len(index.classes),
-            stem=opts.get("stem") or "label",
+            stem=opts["stem"],
         )
     elif list(index.classes) != list(payload["class_names"]):
         raise DataError(f"{root}: classes differ from the checkpoint's; cannot resume")
@@ -213,7 +207,7 @@ def _run(opts: dict[str, Any], explicit: set[str], dist_info: ddp.DistInfo, t_st
         except OSError as e:
             raise CheckpointError(f"cannot create run folder {run_dir}: {e.strerror or e}") from e
         if payload is None:
-            _write_json(run_dir / "config.json", {
+            write_json(run_dir / "config.json", {
                 "train": tcfg.to_dict(),
                 "model": mcfg.to_dict(),
                 "data": {
@@ -258,7 +252,7 @@ def _run(opts: dict[str, Any], explicit: set[str], dist_info: ddp.DistInfo, t_st
             "batch_size": tcfg.batch_size,
             "finished_at": datetime.now().isoformat(timespec="seconds"),
         }
-        _write_json(run_dir / "summary.json", summary)
+        write_json(run_dir / "summary.json", summary)
         latest = run_dir / "checkpoints" / "latest.pt"
         if result["interrupted"]:
             say(f"stopped by {result['interrupted']} at step {result['step']}; resume with "
