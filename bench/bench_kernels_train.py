@@ -25,8 +25,8 @@ from s2i_fast.bench.harness import (  # noqa: E402
     RESULTS,
     append_csv,
     bench_ms,
+    context,
     copy_bandwidth_gbs,
-    environment,
     print_table,
     require_cuda,
     smoke_requested,
@@ -155,10 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         require_cuda("bench_kernels_train")
     device = torch.device("cpu" if a.smoke else "cuda")
     batches = [2] if a.smoke else [int(x) for x in a.batch.split(",")]
-    env = environment(device)
+    env = context(device)
     ceiling = copy_bandwidth_gbs(device)
     print(f"{env['device']}  torch {env['torch']}  triton {env['triton']}  "
-          f"commit {env['commit']}  copy ceiling {ceiling:.0f} GB/s")  # fmt: skip
+          f"commit {env['git_commit']}  copy ceiling {ceiling:.0f} GB/s")  # fmt: skip
     rows = []
     for op in a.ops.split(","):
         for name, c, r in levels(a.smoke):

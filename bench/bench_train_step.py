@@ -24,7 +24,7 @@ from pathlib import Path
 from s2i_fast.bench.harness import (  # noqa: E402
     RESULTS,
     append_csv,
-    environment,
+    context,
     peak_memory_bytes,
     print_table,
     require_cuda,
@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cfg = ModelConfig.from_preset(a.preset, resolution=64, num_classes=10)
         batches, warmup, steps = [int(x) for x in a.batch.split(",")], a.warmup, a.steps
-    env = environment(device)
+    env = context(device)
     print(f"{env['device']}  torch {env['torch']}  triton {env['triton']}  "
-          f"commit {env['commit']}  preset {cfg.preset} (base {cfg.base}) 64x64  amp {a.amp}")
+          f"commit {env['git_commit']}  preset {cfg.preset} (base {cfg.base}) 64x64  amp {a.amp}")
     rows = []
     for b in batches:
         base = {}
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.empty_cache()
     print_table(rows, ["batch", "amp", "impl", "ms_p50", "ms_p20", "ms_p80", "images_per_s",
                        "peak_mib", "speedup_vs_eager", "mem_saving_vs_eager"])  # fmt: skip
-    print("target (issue 4): speedup_vs_eager >= 1.5 and mem_saving_vs_eager >= 0.25")
+    print("target: speedup_vs_eager >= 1.5 and mem_saving_vs_eager >= 0.25")
     out = a.out if a.out is not None else (None if a.smoke else RESULTS / "train_step.csv")
     if out is not None:
         append_csv(out, rows)

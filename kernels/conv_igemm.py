@@ -1,6 +1,6 @@
 """Implicit-GEMM 3x3 convolution in Triton (NHWC) with the MRU's math in its epilogue.
 
-Inference path of DESIGN.md's "Kernels" section. One kernel, ``_conv_kernel``, computes
+Inference path of docs/kernels.md. One kernel, ``_conv_kernel``, computes
 
     acc[p, n] = sum_{tap, c} in1[p @ tap, c] * W[tap, c, n] + sum_{tap, c} in2[p @ tap, c] * W[...]
 

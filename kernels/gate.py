@@ -3,8 +3,9 @@
     gate_mask:      out = sigmoid(m_logits) * x                 [B, Cx, H, W]
     gated_combine:  y   = (1 - n) * s + n * z, n = sigmoid(n_logits)   [B, Co, H, W]
 
-Layers (STYLE.md): @triton.jit kernel -> launcher (shapes, strides, grid) -> autograd.Function.
-The public, impl-switched functions live in mru_ops.py beside the torch references.
+Layers (docs/kernels.md): @triton.jit kernel -> launcher (shapes, strides, grid) -> Function.
+The public, impl-switched functions are in mru_ops.py; the torch references in
+s2i_fast/model/ops.py.
 
 Inputs are read in place when each sample's [C, H, W] block is contiguous with any batch
 stride, which is what m_logits = gate_logits[:, :Cx] and n_logits = gate_logits[:, Cx:] are:

@@ -1,6 +1,6 @@
 """TritonGenerator: the whole eval-mode generator on the implicit-GEMM Triton kernels.
 
-Built once from an eval-mode ``Generator`` (the inference-kernel contract in TEAM.md):
+Built once from an eval-mode ``Generator`` (docs/kernels.md, "Inference path"):
 
     tg = TritonGenerator.from_generator(gen.eval(), dtype=torch.float16, device="cuda")
     images = tg(sketch [B, 1, R, R], label [B] int64, noise [B, noise_dim])  # [B, 3, R, R] fp32

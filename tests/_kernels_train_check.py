@@ -1,6 +1,6 @@
 """Comparison helpers for the training-kernel tests (not a test module).
 
-Tolerance rule (STYLE.md): for inputs rounded to `dtype`, the exact answer is the reference
+Tolerance rule (docs/kernels.md): for inputs rounded to `dtype`, the exact answer is the reference
 evaluated in float64 on those same inputs. torch's own error is the reference run by torch in
 `dtype`; the kernel's error may be at most twice torch's own error plus one unit of the output
 dtype's epsilon scaled by the largest reference magnitude (a rounding step that torch may have

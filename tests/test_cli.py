@@ -19,13 +19,19 @@ def run_cli(*args, timeout=300):
 
 
 def assert_one_line_error(out, *needles):
+    """A non-zero exit whose error is one line, `Error: ...`, the last thing on stderr, holding
+    every needle (click's usage lines may come before a usage error, nothing else may)."""
     assert out.returncode != 0
     assert "Traceback" not in out.stderr, out.stderr
     lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
     assert lines, "no error message"
+    errors = [ln for ln in lines if ln.startswith("Error")]
+    assert len(errors) == 1 and errors[0] == lines[-1], out.stderr
+    before = lines[:-1]
+    assert all(ln.startswith(("Usage:", "Try ")) for ln in before), out.stderr
     msg = lines[-1]
     for needle in needles:
-        assert needle in out.stderr, (needle, out.stderr)
+        assert needle in msg, (needle, msg)
     return msg
 
 

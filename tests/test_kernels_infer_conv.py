@@ -6,7 +6,7 @@ Tolerances (documented once, used by every inference-kernel test):
   rounded inputs. The kernel's max error against it may be at most 2x torch's own max error in
   that dtype (torch run in fp16/bf16 on the same inputs) + atol, atol = 1e-3 (fp16) or 8e-3
   (bf16) times max(1, max|ref|). bf16 runs with the UPCAST flag (tiles cast to fp32 before
-  tl.dot: the interpreter's bf16 dot is broken, see KERNEL-NOTES.md).
+  tl.dot: the interpreter's bf16 dot is broken, see docs/kernels.md).
 Every kernel call stays under ~1e6 multiply-adds (the interpreter runs ~3e6 MAC/s).
 """
 

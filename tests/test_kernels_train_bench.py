@@ -37,7 +37,7 @@ def test_kernel_bench_smoke_writes_rows(tmp_path):
     assert len(rows) == 12, rows
     assert {r["impl"] for r in rows} == {"ref", "triton"}
     assert {r["mode"] for r in rows} == {"forward", "backward", "full"}
-    assert all(float(r["ms_p50"]) > 0 and r["commit"] and r["torch"] for r in rows)
+    assert all(float(r["ms_p50"]) > 0 and r["git_commit"] and r["torch"] for r in rows)
 
 
 def test_train_step_bench_smoke_writes_rows(tmp_path):

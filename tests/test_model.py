@@ -10,7 +10,7 @@ from s2i_fast.model.networks import count_parameters
 
 
 def _mru_by_hand(mru: MRU, x, image, label):
-    """DESIGN.md's equations with conv_m and conv_n as two separate convolutions."""
+    """docs/networks.md's equations with conv_m and conv_n as two separate convolutions."""
     cx, co = mru.in_channels, mru.out_channels
     w_gate, b_gate = mru.conv_gate.weight, mru.conv_gate.bias
     xi = torch.cat([x, image], 1)
@@ -93,7 +93,7 @@ def test_paper_widths_follow_design():
     ]
     assert enc == [(1, 64), (64, 128), (128, 256), (256, 512)]
     assert dec == [(576, 512), (768, 256), (384, 128), (192, 64), (96, 64)]
-    # the independent count in KERNEL-NOTES.md: 29.7 M parameters, 2.25 M for tiny
+    # an independent count of the network (docs/networks.md): 29.7 M parameters, 2.25 M tiny
     assert round(count_parameters(gen) / 1e6, 1) == 29.7
     with torch.device("meta"):
         tiny = Generator(ModelConfig.from_preset("tiny", num_classes=10))

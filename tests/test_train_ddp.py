@@ -31,8 +31,10 @@ WORKER = textwrap.dedent(
     t = Trainer(tcfg, mcfg, train_set, sample_batch, list(index.classes), stats, run_dir,
                 dist_info=info, progress=False)
     first_batch = [train_set[i]["index"] for i in next(iter(t.sampler))]
+    init = {k: v.clone() for k, v in t.G.state_dict().items()}
     t.run()
     torch.save({"G": t.G.state_dict(), "D": t.D.state_dict(), "batch": first_batch,
+                "G_init": init,
                 "sync": [m.sync for m in t.G.modules() if hasattr(m, "sync")]},
                os.path.join(out, f"rank{info.rank}.pt"))
     ddp.shutdown()
@@ -58,7 +60,13 @@ def test_two_gloo_processes_stay_in_sync(tmp_path):
     for net in ("G", "D"):
         for k, v in r0[net].items():
             assert torch.equal(v, r1[net][k]), f"{net}.{k} differs between ranks"
-    # training moved the weights away from the shared initialisation
+    # training moved the weights away from the shared initialisation (the same on both ranks)
+    for k, v in r0["G_init"].items():
+        assert torch.equal(v, r1["G_init"][k]), f"G.{k} started differently on the two ranks"
+    moved = [k for k, v in r0["G"].items()
+             if v.is_floating_point() and not torch.equal(v, r0["G_init"][k])]
+    params = [k for k, v in r0["G"].items() if k.endswith("weight")]
+    assert len(moved) >= len(params) // 2, (len(moved), len(params))
     ck = load_checkpoint(run / "checkpoints" / "latest.pt")
     assert ck["step"] == 2 and ck["train_state"]["world_size"] == 2
     assert len(ck["train_state"]["rng"]) == 2

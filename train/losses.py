@@ -1,4 +1,4 @@
-"""The six losses of DESIGN.md, each a plain function.
+"""The six losses of docs/networks.md, each a plain function.
 
     L_D = BCE(D(y), 1) + BCE(D(G(x)), 0) + L_ac(D, y) + lambda_gp * DRAGAN(D, y)
     L_G = BCE(D(G(x)), 1) + L_ac(D, G(x)) + L1(G(x), y) + L_perc(G(x), y) + L_div

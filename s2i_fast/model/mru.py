@@ -1,4 +1,4 @@
-"""The Masked Residual Unit (SketchyGAN, Chen & Hays 2018), DESIGN.md's equations.
+"""The Masked Residual Unit (SketchyGAN, Chen & Hays 2018), docs/networks.md's equations.
 
     gate_logits = conv3x3_gate([x, I])          Cx + Co channels (conv_m and conv_n fused)
     m = sigmoid(gate_logits[:, :Cx])            mask on x

@@ -1,7 +1,7 @@
-"""Generator and discriminator of DESIGN.md, for resolutions 64, 128 and 256.
+"""Generator and discriminator of docs/networks.md, for resolutions 64, 128 and 256.
 
 Widths follow the resolution: the level at resolution r has w(r) = base * 64 / r channels, so
-for base 64 at 64x64 the encoder is 64 -> 128 -> 256 -> 512 (DESIGN.md's table) and the
+for base 64 at 64x64 the encoder is 64 -> 128 -> 256 -> 512 (docs/networks.md) and the
 bottleneck is always 4x4 with w(8) + noise channels. Higher resolutions add narrow levels on
 top instead of widening the deep ones.
 """
