@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+import s2i_fast.data as D
+from s2i_fast.data.sketchy import DEFAULT_VARIANT
 from s2i_fast.errors import DataError
 
 
@@ -35,17 +37,20 @@ def data() -> None:
 @click.option(
     "--classes",
     type=click.IntRange(1, None),
-    default=10,
+    default=D.DEFAULT_CLASSES,
     show_default=True,
     help="Number of object classes (the first N of the built-in list).",
 )
-@click.option("--photos-per-class", type=click.IntRange(1, None), default=24, show_default=True)
-@click.option("--sketches-per-photo", type=click.IntRange(1, None), default=3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--photos-per-class", type=click.IntRange(1, None),
+              default=D.DEFAULT_PHOTOS_PER_CLASS, show_default=True)
+@click.option("--sketches-per-photo", type=click.IntRange(1, None),
+              default=D.DEFAULT_SKETCHES_PER_PHOTO, show_default=True)
+@click.option("--seed", type=int, default=D.DEFAULT_SEED, show_default=True,
+              help="Same seed, same bytes.")
 @click.option(
     "--size",
     type=click.IntRange(32, 1024),
-    default=256,
+    default=D.DEFAULT_SIZE,
     show_default=True,
     help="Photo and sketch size in pixels.",
 )
@@ -91,14 +96,14 @@ def synth(
 @click.option(
     "--method",
     type=click.Choice(["xdog", "canny"]),
-    default="xdog",
+    default=D.DEFAULT_EDGE_METHOD,
     show_default=True,
     help="Edge detector.",
 )
 @click.option(
     "--size",
     type=click.IntRange(32, 1024),
-    default=256,
+    default=D.DEFAULT_SIZE,
     show_default=True,
     help="Photos are resized to SIZE x SIZE.",
 )
@@ -120,8 +125,8 @@ def sketchify(photos: Path, out: Path, method: str, size: int, skip_bad: bool, q
 
 @data.command()
 @click.argument("root", type=click.Path(path_type=Path))
-@click.option("--photo-variant", default="tx_000000000000", show_default=True)
-@click.option("--sketch-variant", default="tx_000000000000", show_default=True)
+@click.option("--photo-variant", default=DEFAULT_VARIANT, show_default=True)
+@click.option("--sketch-variant", default=DEFAULT_VARIANT, show_default=True)
 @click.option(
     "--classes",
     default=None,
@@ -137,11 +142,11 @@ def sketchify(photos: Path, out: Path, method: str, size: int, skip_bad: bool, q
 @click.option(
     "--test-fraction",
     type=click.FloatRange(0.0, 1.0, max_open=True),
-    default=0.1,
+    default=D.DEFAULT_TEST_FRACTION,
     show_default=True,
     help="Seeded split when there is no info/testset.txt.",
 )
-@click.option("--split-seed", type=int, default=0, show_default=True)
+@click.option("--split-seed", type=int, default=D.DEFAULT_SEED, show_default=True)
 @click.option("--skip-bad", is_flag=True, help="Count broken entries instead of stopping.")
 @_one_line_errors
 def info(

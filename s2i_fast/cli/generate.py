@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from s2i_fast.engine.backends import BACKENDS
+
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
@@ -15,8 +17,7 @@ import click
               help="Class name (or numeric id) for every sketch.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--backend", type=click.Choice(["torch", "torch-compile", "triton", "onnxruntime"]),
-              default="torch", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True)
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
 def generate(checkpoint: Path, sketches: tuple[Path, ...], class_name: str, seed: int, out: Path,
              backend: str, device: str | None) -> None:

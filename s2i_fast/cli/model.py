@@ -10,6 +10,7 @@ import click
 from s2i_fast.config import RESOLUTIONS, STEMS, WIDTH_PRESETS, ModelConfig
 
 PRESETS = click.Choice(sorted(WIDTH_PRESETS))
+_M = ModelConfig()  # the defaults shown here are the dataclass's
 
 
 @click.group()
@@ -18,11 +19,12 @@ def model() -> None:
 
 
 @model.command()
-@click.option("--preset", type=PRESETS, default="tiny", show_default=True)
-@click.option("--resolution", type=click.Choice([str(r) for r in RESOLUTIONS]), default="64",
-              show_default=True)
-@click.option("--classes", "num_classes", type=click.IntRange(1), default=10, show_default=True)
-@click.option("--stem", type=click.Choice(STEMS), default="label", show_default=True)
+@click.option("--preset", type=PRESETS, default=_M.preset, show_default=True)
+@click.option("--resolution", type=click.Choice([str(r) for r in RESOLUTIONS]),
+              default=str(_M.resolution), show_default=True)
+@click.option("--classes", "num_classes", type=click.IntRange(1, 100_000),
+              default=_M.num_classes, show_default=True)
+@click.option("--stem", type=click.Choice(STEMS), default=_M.stem, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def summary(preset: str, resolution: str, num_classes: int, stem: str, as_json: bool) -> None:
     """Print parameter counts and per-level widths of G and D."""
@@ -59,13 +61,13 @@ def summary(preset: str, resolution: str, num_classes: int, stem: str, as_json: 
 
 
 @model.command()
-@click.option("--preset", type=PRESETS, default="tiny", show_default=True)
+@click.option("--preset", type=PRESETS, default=_M.preset, show_default=True)
 @click.option("--data", "data_root", type=click.Path(path_type=Path), required=True,
               help="Sketchy-layout data set whose classes and statistics the model takes.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--resolution", type=click.Choice([str(r) for r in RESOLUTIONS]), default="64",
-              show_default=True)
-@click.option("--stem", type=click.Choice(STEMS), default="label", show_default=True)
+@click.option("--resolution", type=click.Choice([str(r) for r in RESOLUTIONS]),
+              default=str(_M.resolution), show_default=True)
+@click.option("--stem", type=click.Choice(STEMS), default=_M.stem, show_default=True)
 @click.option("--classes", default=None, help="Class subset: comma-separated names or a count.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def init(preset: str, data_root: Path, out: Path, resolution: str, stem: str,

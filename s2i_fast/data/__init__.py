@@ -14,11 +14,15 @@ from typing import Any
 
 from s2i_fast.errors import DataError
 
-# The embedded default set (what `train` uses when no data is given).
+# The one source of the data defaults: the embedded synthetic set (what `train` uses when no
+# data is given), image size, the edge detector of `data sketchify`, the seeded test split.
 DEFAULT_CLASSES = 10
 DEFAULT_PHOTOS_PER_CLASS = 24
 DEFAULT_SKETCHES_PER_PHOTO = 3
 DEFAULT_SEED = 0
+DEFAULT_SIZE = 256
+DEFAULT_EDGE_METHOD = "xdog"
+DEFAULT_TEST_FRACTION = 0.1
 
 _LAZY = {
     "SketchRecord": "s2i_fast.data.sketchy",

@@ -23,6 +23,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from s2i_fast.data import DEFAULT_EDGE_METHOD, DEFAULT_SIZE
 from s2i_fast.data.preprocess import load_image
 from s2i_fast.data.sketchy import DEFAULT_VARIANT, IMAGE_EXTS, INVALID_LISTS
 from s2i_fast.errors import DataError
@@ -189,8 +190,8 @@ def _photo_id(path: Path, class_dir: Path, used: set[str]) -> str:
 def sketchify(
     photos: str | os.PathLike,
     out: str | os.PathLike,
-    method: str = "xdog",
-    size: int = 256,
+    method: str = DEFAULT_EDGE_METHOD,
+    size: int = DEFAULT_SIZE,
     skip_bad: bool = False,
     progress: bool = True,
 ) -> Path:

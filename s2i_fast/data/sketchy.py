@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from s2i_fast.data import DEFAULT_SEED, DEFAULT_TEST_FRACTION
 from s2i_fast.data.classes import known_classes, parse_class_spec
 from s2i_fast.errors import DataError
 
@@ -174,8 +175,8 @@ def scan_sketchy(
     sketch_variant: str = DEFAULT_VARIANT,
     classes: Sequence[str] | int | None = None,
     drop_invalid: Iterable[str] = (),
-    test_fraction: float = 0.1,
-    split_seed: int = 0,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    split_seed: int = DEFAULT_SEED,
     skip_bad: bool = False,
 ) -> SketchyIndex:
     """Index a Sketchy-layout data set: every kept sketch paired with its photo.

@@ -21,6 +21,13 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from s2i_fast.data import (
+    DEFAULT_CLASSES,
+    DEFAULT_PHOTOS_PER_CLASS,
+    DEFAULT_SEED,
+    DEFAULT_SIZE,
+    DEFAULT_SKETCHES_PER_PHOTO,
+)
 from s2i_fast.data.shapes import CLASSES, FLIPPABLE, Part
 from s2i_fast.errors import DataError
 
@@ -317,11 +324,11 @@ def class_names(classes: int) -> list[str]:
 
 def synthesize(
     out: str | os.PathLike,
-    classes: int = 10,
-    photos_per_class: int = 24,
-    sketches_per_photo: int = 3,
-    seed: int = 0,
-    size: int = 256,
+    classes: int = DEFAULT_CLASSES,
+    photos_per_class: int = DEFAULT_PHOTOS_PER_CLASS,
+    sketches_per_photo: int = DEFAULT_SKETCHES_PER_PHOTO,
+    seed: int = DEFAULT_SEED,
+    size: int = DEFAULT_SIZE,
     progress: bool = True,
     replace: bool = True,
 ) -> Path:
