@@ -80,6 +80,13 @@ def denormalize_photo(x: torch.Tensor, stats: PreprocessStats) -> torch.Tensor:
 
 
 def to_uint8_hwc(x: torch.Tensor, stats: PreprocessStats) -> torch.Tensor:
-    """Model space [B, 3, H, W] -> uint8 RGB [B, H, W, 3]."""
+    """Model space [B, 3, H, W] -> uint8 RGB [B, H, W, 3].
+
+    The NHWC permute comes before the cast to uint8, so that in an exported graph the uint8
+    output is produced by the Cast itself: TensorRT accepts a uint8 network output only from a
+    Cast (or Identity) layer. Rounding and clamping are elementwise, so the order changes no
+    value.
+    """
     v = denormalize_photo(x.float(), stats)
-    return (v * 255.0 + 0.5).floor().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    levels = (v * 255.0 + 0.5).floor().clamp(0, 255)  # [B, 3, H, W] f32, whole numbers
+    return levels.permute(0, 2, 3, 1).contiguous().to(torch.uint8)  # [B, H, W, 3]
