@@ -3,9 +3,14 @@
 Exporter choice (torch 2.13, measured here): both `torch.onnx.export(dynamo=False)` (the
 TorchScript tracer) and `dynamo=True` (torch.export + onnxscript) give graphs that match eager
 bit for bit in uint8 and run equally fast in ONNX Runtime. The tracer is the default: it exports
-in ~0.6 s instead of ~11 s and names nodes by module scope (`/g/enc_mru.0/conv_gate/Conv`),
-which the TensorRT precision policy (export/trt_policy.py) matches on. `exporter="auto"` falls
-back to dynamo if the tracer fails; `exporter="dynamo"` forces it.
+in ~0.6 s instead of ~11 s. `exporter="auto"` falls back to dynamo if the tracer fails;
+`exporter="dynamo"` forces it. The fp32 islands of the fp16/bf16 variants are found from the
+graph's structure (export/trt_policy.py), so they hold for either exporter.
+
+Precision variants: the fp32 generator is always what is traced; "fp16" and "bf16" graphs are
+made from that fp32 graph by export/precision.py (16-bit compute, the fp32 islands written in as
+Cast nodes, inputs and outputs keep their types). bf16 graphs are opset 22 (the first with
+bfloat16 Conv); they run in TensorRT, not in ONNX Runtime's CPU provider.
 
 The metadata written into every graph is the artefact contract of s2i_fast/artefact.py.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -26,6 +32,7 @@ from s2i_fast.errors import EngineError
 
 DEFAULT_OPSET = 17
 EXPORTERS = ("auto", "torchscript", "dynamo")
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def example_inputs(meta: OnnxMeta, batch: int) -> tuple[torch.Tensor, ...]:
@@ -70,7 +77,8 @@ def export_module(
     opset: int = DEFAULT_OPSET,
     exporter: str = "auto",
 ):
-    """Export a wrapper (export.wrappers) to an onnx.ModelProto, checked and with metadata."""
+    """Export an fp32 wrapper (export.wrappers) to an onnx.ModelProto, checked, with metadata;
+    meta.precision "fp16"/"bf16" lowers the traced graph (export/precision.py)."""
     onnx = require_onnx()
     if exporter not in EXPORTERS:
         raise EngineError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
@@ -93,6 +101,11 @@ def export_module(
         raise EngineError(f"ONNX export failed ({firsts})")
     model = onnx.load_from_string(data)
     assert_no_conv_transpose(model)
+    return lower_export(_with_meta(model, replace(meta, precision="fp32")), meta.precision)
+
+
+def _with_meta(model, meta: OnnxMeta):
+    onnx = require_onnx()
     del model.metadata_props[:]
     for key, value in meta.to_props().items():
         prop = model.metadata_props.add()
@@ -100,6 +113,21 @@ def export_module(
     model.producer_name = "s2i-fast"
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def lower_export(model, precision: str):
+    """An exported fp32 graph (with its metadata) as its fp16/bf16 variant, metadata updated;
+    the same graph for "fp32". export/precision.py does the lowering."""
+    from s2i_fast.artefact import load_onnx
+
+    if precision == "fp32":
+        return model
+    from s2i_fast.export.precision import lower_precision
+
+    _, meta = load_onnx(model.SerializeToString())
+    if meta.precision != "fp32":
+        raise EngineError(f"lower_export needs an fp32 export, got a {meta.precision} one")
+    return _with_meta(lower_precision(model, precision), replace(meta, precision=precision))
 
 
 def assert_no_conv_transpose(model) -> None:
@@ -122,19 +150,20 @@ def export_generator(
 ):
     """Export a Generator (any mode; a prepared eval copy is traced). Returns the ModelProto.
 
-    batch=None gives a dynamic batch axis; precision "fp16" gives the fp16 graph variant
-    (weights and convs in fp16, inputs/outputs keep their types). Written atomically to out.
+    batch=None gives a dynamic batch axis; precision "fp16" or "bf16" gives the 16-bit graph
+    variant (export/precision.py: 16-bit compute with fp32 islands, inputs/outputs keep their
+    types). Written atomically to out.
     """
     from s2i_fast.export.wrappers import prepare_generator, wrap
 
-    if precision not in ("fp32", "fp16"):
-        raise EngineError(f"ONNX graphs are fp32 or fp16, got {precision!r} (bf16: use --trt)")
+    if precision not in PRECISIONS:
+        raise EngineError(f"ONNX graphs are {', '.join(PRECISIONS)}; got {precision!r}")
     if batch is not None and batch < 1:
         raise EngineError(f"batch must be >= 1, got {batch}")
     cfg = ModelConfig.from_dict(gen.cfg.to_dict())
     cfg.impl = "ref"
     meta = OnnxMeta(list(class_names), stats, cfg, raw, precision, batch)
-    prepared = prepare_generator(gen, precision).cpu()  # a copy: gen stays where it is
+    prepared = prepare_generator(gen, "fp32").cpu()  # a copy: gen stays where it is
     prepared.set_impl("ref")  # the torch reference ops are what ONNX traces
     model = export_module(wrap(prepared, stats, raw), meta, opset=opset, exporter=exporter)
     if out is not None:
