@@ -21,8 +21,13 @@ from s2i_fast.export.onnx_export import DEFAULT_OPSET, EXPORTERS
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Static batch size of the ONNX graph.")
 @click.option("--dynamic-batch", is_flag=True, help="A dynamic batch axis instead of --batch.")
-@click.option("--fp16", is_flag=True, help="fp16 ONNX graph variant (weights and convs fp16).")
-@click.option("--opset", type=click.IntRange(13, 21), default=DEFAULT_OPSET, show_default=True)
+@click.option("--fp16", is_flag=True,
+              help="fp16 ONNX graph (16-bit compute, fp32 islands as Cast nodes).")
+@click.option("--bf16", is_flag=True,
+              help="bf16 ONNX graph (opset 22; runs in TensorRT, not in onnxruntime's CPU "
+                   "provider).")
+@click.option("--opset", type=click.IntRange(13, 22), default=DEFAULT_OPSET, show_default=True,
+              help="ONNX opset (bf16 graphs are raised to 22).")
 @click.option("--exporter", type=click.Choice(EXPORTERS), default="auto", show_default=True,
               help="torch.onnx exporter: auto = TorchScript tracer, dynamo if that fails.")
 @click.option("--precision", type=click.Choice(["fp16", "bf16", "fp32"]), default="fp16",
@@ -41,6 +46,7 @@ def export(
     batch: int,
     dynamic_batch: bool,
     fp16: bool,
+    bf16: bool,
     opset: int,
     exporter: str,
     precision: str,
@@ -57,6 +63,9 @@ def export(
         raise click.UsageError("give --onnx OUT.onnx and/or --trt OUT.plan")
     if dynamic_batch and batch != 1:
         raise click.UsageError("--batch and --dynamic-batch exclude each other")
+    if fp16 and bf16:
+        raise click.UsageError("--fp16 and --bf16 exclude each other")
+    graph_precision = "fp16" if fp16 else "bf16" if bf16 else "fp32"
     if trt_out is not None:
         from s2i_fast.export.trt import require_tensorrt
 
@@ -64,12 +73,13 @@ def export(
         buckets = parse_buckets(batch_buckets)
         if onnx_out is not None and not dynamic_batch:
             raise click.UsageError("--trt needs a dynamic-batch graph: add --dynamic-batch")
-        if fp16:
-            raise click.UsageError("--trt builds from the fp32 graph; use --precision, not --fp16")
+        if graph_precision not in ("fp32", precision):
+            raise click.UsageError(f"--{graph_precision} graph and --precision {precision} differ; "
+                                   "--trt builds in --precision from the fp32 or that graph")
     payload = load_checkpoint(checkpoint)
     gen, class_names, stats = load_generator(payload, device="cpu")
     kwargs = dict(raw=raw, batch=None if dynamic_batch else batch, opset=opset, exporter=exporter,
-                  precision="fp16" if fp16 else "fp32")
+                  precision=graph_precision)
     if onnx_out is not None:
         model = export_generator(gen, class_names, stats, onnx_out, **kwargs)
         nodes = len(model.graph.node)
@@ -91,18 +101,25 @@ def export(
                 export_generator(gen, class_names, stats, src, **kwargs)
             _, meta = load_onnx(src)
             side = build_engine(src, trt_out, meta, precision=precision, buckets=buckets,
-                                timing_cache=cache)
-        click.echo(f"wrote {trt_out} ({precision}, profiles for batch {buckets}, "
-                   f"{len(side['fp32_layers'])} layers pinned to fp32, timing cache {cache})")
+                                timing_cache=cache, notice=lambda m: click.echo(f"note: {m}",
+                                                                                err=True))
+        click.echo(f"wrote {trt_out} ({precision}, TensorRT {side['tensorrt']}, profiles for "
+                   f"batch {buckets}, {len(side['fp32_layers'])} nodes in fp32 islands, "
+                   f"timing cache {cache})")
 
 
 def _verify(onnx_path: Path, gen, class_names, stats) -> None:
     """Run the graph in onnxruntime and PyTorch on one random batch; print the difference."""
     import numpy as np
 
+    from s2i_fast.artefact import load_onnx
     from s2i_fast.engine import Engine
     from s2i_fast.errors import BackendUnavailable
 
+    if load_onnx(onnx_path)[1].precision == "bf16":
+        click.echo("not verified in onnxruntime: its CPU provider has no bf16 kernels (the bf16 "
+                   "graph is for TensorRT)", err=True)
+        return
     try:
         ort_engine = Engine.load(onnx_path, backend="onnxruntime")
     except BackendUnavailable as e:

@@ -197,7 +197,8 @@ class Engine:
         _, meta = load_onnx(onnx_path)
         with tempfile.TemporaryDirectory(prefix="s2i-trt-") as tmp:
             plan = Path(tmp) / "g.plan"
-            precision = precision or "fp16"
+            # a 16-bit graph builds in its own precision; an fp32 graph in fp16 by default
+            precision = precision or (meta.precision if meta.precision != "fp32" else "fp16")
             build_engine(onnx_path, plan, meta, precision=precision, buckets=batch_buckets)
             return cls._from_plan(plan, device)
 
