@@ -33,7 +33,7 @@ from s2i_fast.export.trt_policy import fp32_islands, missing_islands
 
 # onnx/onnx-tensorrt docs/operators.md, revision for TensorRT 10.15 ("supports operators in the
 # inclusive range of opset 9 to opset 24"): every operator marked Y, with its Supported Types.
-# TensorRT 11.x parses the same operator set (its migration guide removes no ONNX operator).
+# No revision for TensorRT 11.x was at hand; the same matrix is used for it.
 ONNX_TRT_OPSETS = (9, 24)
 _F = "FP32 FP16 BF16"
 _FI = _F + " INT32 INT64"

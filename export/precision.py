@@ -155,7 +155,7 @@ def lower_precision(
         schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
         if node.op_type == "Cast":  # reads any type; a cast to float casts to the target
             to = next(a for a in node.attribute if a.name == "to")
-            if to.i == TensorProto.FLOAT:
+            if to.i == TensorProto.FLOAT and node.output[0] not in g.outputs:
                 to.i = target
         else:
             for k, name in enumerate(node.input):
@@ -164,7 +164,9 @@ def lower_precision(
                     node.input[k] = as_type(name, target if allowed else TensorProto.FLOAT)
         new_nodes.append(node)
         for k, name in enumerate(node.output):
-            if name:
+            if node.op_type == "Cast":
+                dtype[name] = next(a for a in node.attribute if a.name == "to").i
+            elif name:
                 float_out = g.is_float(name) and param_allows(schema, k, False, target_str)
                 dtype[name] = target if float_out else (g.elem_type(name) or 0)
 
