@@ -309,9 +309,10 @@ async def _serve_websocket(websocket: WebSocket, cfg: ServeConfig, class_names: 
     tasks = [asyncio.create_task(read()), asyncio.create_task(answer())]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            if t.exception() is not None and not isinstance(t.exception(), WebSocketDisconnect):
-                raise t.exception()
+        for t in done:  # a client that went away mid-send is not an error
+            exc = t.exception()
+            if exc is not None and not isinstance(exc, (WebSocketDisconnect, RuntimeError)):
+                raise exc
     finally:
         for t in tasks:
             t.cancel()
@@ -343,6 +344,8 @@ async def _answer(item: Any, cfg: ServeConfig, class_names: list[str], resolutio
     except (QueueFull, BatcherStopped) as e:
         return {"id": mid, "status": 503, "error": f"the server is busy ({e}); retrying",
                 "retry_after": cfg.retry_after_s}
+    except Exception as e:  # noqa: BLE001 - an engine failure: say so, keep the connection
+        return {"id": mid, "status": 500, "error": f"internal error: {type(e).__name__}: {e}"}
     images = [base64.b64encode(encode_png(img)).decode("ascii") for img in result.images]
     return {
         "id": mid,
