@@ -72,34 +72,65 @@ def test_busy_port_is_one_line(ckpt):
     assert f"cannot listen on 127.0.0.1:{port}" in msg
 
 
-def test_serve_starts_answers_and_stops_on_ctrl_c(ckpt):
+def start_server(ckpt, *options) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "s2i_fast", "serve", str(ckpt), "--port", str(port),
-         "--threads", "1", "--no-access-log"],
+         "--threads", "1", "--no-access-log", *options],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(proc.stdout.read())
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("the server did not come up")
+        time.sleep(0.2)
+
+
+def stop_with_ctrl_c(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGINT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.2)
+        output, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output, output
+    return output
+
+
+def test_serve_starts_answers_and_stops_on_ctrl_c(ckpt):
+    proc, url = start_server(ckpt)
+    try:
         assert '<canvas id="sketch"' in httpx.get(url + "/").text
         info = httpx.get(url + "/v1/info").json()
         assert info["model"] == "g.pt" and info["backend"] == "torch"
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            output, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert proc.returncode == 0, output
-    assert f"http://127.0.0.1:{port}/" in output and "Traceback" not in output
+        output = stop_with_ctrl_c(proc)
+    assert f"{url}/" in output
+
+
+@pytest.mark.slow  # two worker processes import torch: 10-30 s on 2 shared cores
+def test_more_workers_serve_one_port(ckpt, tmp_path):
+    from s2i_fast.export.testing import draw_sketch
+
+    draw_sketch(0).save(tmp_path / "s.png")
+    proc, url = start_server(ckpt, "--workers", "2", "--max-batch", "4")
+    try:
+        sketch = (tmp_path / "s.png").read_bytes()
+        for seed in range(4):
+            r = httpx.post(url + "/v1/generate", files={"sketch": sketch},
+                           data={"class": "cat", "seed": str(seed)}, timeout=30)
+            assert r.status_code == 200 and r.headers["x-seeds"] == str(seed)
+        assert httpx.get(url + "/v1/info").json()["batching"]["max_batch"] == 4
+    finally:
+        output = stop_with_ctrl_c(proc)
+    assert "2 workers" in output and output.count("Application startup complete") == 2

@@ -366,8 +366,11 @@ def load_engine(artefact: str | os.PathLike | None, backend: str = "auto",
                 threads: int | None = None):
     """Engine.load on the artefact, or on the shipped demo model when none is named."""
     from s2i_fast.assets import default_model_path
+    from s2i_fast.errors import EngineError
 
-    path = Path(artefact) if artefact else default_model_path()  # before importing torch
+    path = Path(artefact) if artefact else default_model_path()
+    if not path.is_file():  # say so before the seconds of importing torch
+        raise EngineError(f"{path}: no such file")
     from s2i_fast import Engine
 
     if threads:
