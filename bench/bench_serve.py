@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import datetime as dt
 import io
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -37,8 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import append_csv, git_commit  # noqa: E402
+from s2i_fast.bench.harness import append_csv, context, percentile, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CSV = ROOT / "bench" / "results" / "serve.csv"
@@ -52,34 +49,15 @@ MAX_DURATION_S = 60.0
 MAX_REQUESTS = 100_000
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def load_avg() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return ""
+    """1, 5 and 15 minute load averages."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-
-def percentile(sorted_ms: list[float], q: float) -> float:
-    if not sorted_ms:
-        return float("nan")
-    i = min(len(sorted_ms) - 1, max(0, round(q / 100 * (len(sorted_ms) - 1))))
-    return sorted_ms[i]
 
 
 class Server:
@@ -185,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.clients < 1 or args.clients > 256:
         ap.error("--clients must be from 1 to 256")
 
-    from s2i_fast.export.testing import draw_sketch
+    from s2i_fast.testing import draw_sketch
 
     buf = io.BytesIO()
     draw_sketch(1).save(buf, format="PNG")  # 256x256, as the page sends
@@ -199,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         artefact = args.artefact
         model = str(artefact.name) if artefact else "tiny@64 (random)"
         if artefact is None:
-            from s2i_fast.export.testing import save_test_checkpoint
+            from s2i_fast.testing import save_test_checkpoint
 
             artefact, _ = save_test_checkpoint(Path(tmp) / "tiny.pt")
         for mode in modes:
@@ -213,13 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                 after, load_after = server.batching(), load_avg()
             finally:
                 server.close()
-            lat.sort()
             images = after["images"] - before["images"]
             batches = after["batches"] - before["batches"]
             row = {
-                "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "git_commit": git_commit(),
-                "cpu": cpu_model(),
+                **context("cpu"),  # timestamp, commit, CPU model and count, load, versions
                 "cores": os.cpu_count(),
                 "load_avg_before": load_before,
                 "load_avg_after": load_after,
@@ -235,12 +210,11 @@ def main(argv: list[str] | None = None) -> int:
                 "duration_s": round(elapsed, 2),
                 "requests": len(lat),
                 "errors": len(errors),
-                "p50_ms": round(percentile(lat, 50), 2),
-                "p99_ms": round(percentile(lat, 99), 2),
+                "p50_ms": round(percentile(lat, 50), 2) if lat else float("nan"),
+                "p99_ms": round(percentile(lat, 99), 2) if lat else float("nan"),
                 "mean_ms": round(sum(lat) / len(lat), 2) if lat else float("nan"),
                 "images_per_s": round(len(lat) / elapsed, 1),
                 "mean_batch": round(images / batches, 2) if batches else 0.0,
-                "python": platform.python_version(),
             }
             rows.append(row)
             print(f"{mode:>6}: {row['requests']} requests in {row['duration_s']} s, "
@@ -251,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                 failed = True
                 print(f"  first errors: {errors[:3]}", file=sys.stderr)
     append_csv(args.csv, rows)
+    print_table(rows, ["mode", "backend", "threads", "clients", "requests", "errors", "p50_ms",
+                       "p99_ms", "images_per_s", "mean_batch", "load_avg_before"])
     print(f"rows appended to {args.csv}")
     if failed:
         print("bench_serve: some requests failed", file=sys.stderr)

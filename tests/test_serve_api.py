@@ -20,8 +20,8 @@ from PIL import Image  # noqa: E402
 
 import s2i_fast  # noqa: E402
 from s2i_fast import Engine  # noqa: E402
-from s2i_fast.export.testing import CLASS_NAMES, draw_sketch, save_test_checkpoint  # noqa: E402
 from s2i_fast.serve.settings import ServeConfig  # noqa: E402
+from s2i_fast.testing import CLASS_NAMES, draw_sketch, save_test_checkpoint  # noqa: E402
 
 MAX_BODY = 256 * 1024
 MAX_PIXELS = 1024 * 1024

@@ -24,7 +24,7 @@ from PIL import Image  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from s2i_fast import Engine  # noqa: E402
-from s2i_fast.export.testing import draw_sketch, save_test_checkpoint  # noqa: E402
+from s2i_fast.testing import draw_sketch, save_test_checkpoint  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update",
@@ -123,10 +123,11 @@ def test_drawing_is_live_and_follows_class_seed_undo_redo_clear(page):
     blank = result_image(page)
     assert blank.shape == (64, 64, 3)
 
+    before_stroke = shown(page)
+
     def mid_stroke():  # the button is still down: an answer for the unfinished stroke arrives
-        n = shown(page)
-        page.wait_for_function(f"Number(document.querySelector('#result').dataset.shown) > {n}",
-                               timeout=TIMEOUT_MS)
+        page.wait_for_function("n => Number(document.querySelector('#result').dataset.shown) > n",
+                               arg=before_stroke, timeout=TIMEOUT_MS)
 
     img1 = after(page, lambda: stroke(page, [(0.15, 0.2), (0.5, 0.6), (0.85, 0.3)],
                                       hold=mid_stroke))

@@ -15,7 +15,7 @@ pytest.importorskip("fastapi", reason="the serve tests need the serve extra")
 httpx = pytest.importorskip("httpx")
 
 from s2i_fast.assets import DEFAULT_MODEL  # noqa: E402
-from s2i_fast.export.testing import save_test_checkpoint  # noqa: E402
+from s2i_fast.testing import save_test_checkpoint  # noqa: E402
 
 
 def run_cli(*args, timeout=120):
@@ -120,7 +120,7 @@ def test_serve_starts_answers_and_stops_on_ctrl_c(ckpt):
 
 @pytest.mark.slow  # two worker processes import torch: 10-30 s on 2 shared cores
 def test_more_workers_serve_one_port(ckpt, tmp_path):
-    from s2i_fast.export.testing import draw_sketch
+    from s2i_fast.testing import draw_sketch
 
     draw_sketch(0).save(tmp_path / "s.png")
     proc, url = start_server(ckpt, "--workers", "2", "--max-batch", "4")

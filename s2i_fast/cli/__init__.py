@@ -8,7 +8,7 @@ use anything below it, nothing below imports a command.
     train     s2i_fast.cli.train:train
     export    s2i_fast.cli.export:export
     bench     s2i_fast.cli.bench:bench
-    serve     s2i_fast.serve.cli:serve
+    serve     s2i_fast.cli.serve:serve
 Errors derived from S2IError print as one line (click.ClickException); no tracebacks.
 """
 
@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("s2i_fast.cli.train:train", "Train the MRU GAN (all six losses)."),
     "export": ("s2i_fast.cli.export:export", "Export a checkpoint to ONNX or a TensorRT engine."),
     "bench": ("s2i_fast.cli.bench:bench", "Time every backend side by side."),
-    "serve": ("s2i_fast.serve.cli:serve", "Serve the drawing page and the HTTP API."),
+    "serve": ("s2i_fast.cli.serve:serve", "Serve the drawing page and the HTTP API."),
 }
 
 

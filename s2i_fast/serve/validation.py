@@ -46,24 +46,19 @@ class GenerateRequest:
 # ---------------------------------------------------------------------- fields
 def parse_class(value: Any, class_names: list[str]) -> int:
     """A class name, or an id (int, or a string of digits that is not itself a name)."""
+    from s2i_fast.data.classes import resolve_class
+    from s2i_fast.errors import UnknownClassError
+
     if value is None or (isinstance(value, str) and not value.strip()):
         raise RequestError(422, "missing field 'class': a class name or id (GET /v1/classes)")
-    k = len(class_names)
-    if isinstance(value, str):
-        if value in class_names:
-            return class_names.index(value)
-        if _DIGITS.fullmatch(value.strip()):
-            value = int(value.strip())
-        else:
-            shown = ", ".join(class_names[:12]) + (", ..." if k > 12 else "")
-            raise RequestError(422, f"unknown class {value[:64]!r}; this model knows: {shown}")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(422, f"'class' must be a class name or an integer id, got "
-                                f"{type(value).__name__}")
-    if not 0 <= value < k:
-        raise RequestError(422, f"class id {value} out of range: this model has {k} classes "
-                                f"(0..{k - 1})")
-    return value
+    if isinstance(value, str) and len(value) > 200:
+        raise RequestError(422, f"unknown class {value[:40]!r}... ({len(value)} characters)")
+    if isinstance(value, str) and value not in class_names:
+        value = value.strip()
+    try:
+        return resolve_class(value, class_names)
+    except UnknownClassError as e:
+        raise RequestError(422, str(e)) from None
 
 
 def parse_int_field(value: Any, name: str, default: int, lo: int, hi: int) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from s2i_fast.errors import MissingDependency
 from s2i_fast.serve.settings import ServeConfig
 
 _DEFAULTS = ServeConfig()
@@ -55,8 +56,7 @@ def serve(artefact: Path | None, host: str, port: int, backend: str, device: str
         import fastapi  # noqa: F401
         import uvicorn
     except ImportError as e:
-        raise click.ClickException(
-            f"serve needs {e.name}: pip install 's2i-fast[serve]'") from None
+        raise MissingDependency(f"serve needs {e.name}: pip install 's2i-fast[serve]'") from None
 
     from s2i_fast.serve.app import ENV_ARTEFACT, create_app, load_engine, uvicorn_config
 
