@@ -4,8 +4,8 @@
     batcher.py     bounded queue + one worker thread that batches requests onto the engine
     validation.py  request parsing: every mistake is one 4xx RequestError
     settings.py    ServeConfig: limits and batching defaults
-    cli.py         the click command
     static/        the page: plain HTML, CSS and JavaScript
+The command itself is s2i_fast/cli/serve.py.
 """
 
 from __future__ import annotations
