@@ -13,7 +13,7 @@
   const ctx = canvas.getContext("2d");
   const SIZE = canvas.width; // 256: the Sketchy sketches' size; the server resizes to the model
   const THROTTLE_MS = 60; // mid-stroke: at most one request per this many ms
-  const VARIATIONS = 6; // images in the variations strip
+  let variations = 6; // images in the variations strip (at most the server's limit)
   const WATCHDOG_MS = 15000; // give up on an answer after this long (and send again)
   const MAX_SEED = 2 ** 31; // shuffle draws seeds below this
 
@@ -34,6 +34,7 @@
     wantVariations: false, // a pending variations request
     lastSent: 0,
     lastShown: 0, // id of the answer on screen
+    version: 0, // bumped when the sketch or the class changes: older variations are dropped
     dropped: 0, // stale answers not shown
     retryAt: 0, // after a 503: not before this time
     timer: null,
@@ -102,6 +103,7 @@
   }
 
   function changed() {
+    live.version += 1;
     $("undo").disabled = draw.history.length === 0;
     $("redo").disabled = draw.undone.length === 0;
     clearStrip();
@@ -238,7 +240,11 @@
   }
   $("shuffle").addEventListener("click", shuffle);
   $("seed").addEventListener("input", () => request());
-  $("class").addEventListener("change", () => { clearStrip(); request(); });
+  $("class").addEventListener("change", () => {
+    live.version += 1;
+    clearStrip();
+    request();
+  });
   $("variations").addEventListener("click", () => { live.wantVariations = true; pump(); });
 
   document.addEventListener("keydown", (e) => {
@@ -311,7 +317,7 @@
     if (now < live.retryAt) return schedule(live.retryAt - now);
     if (live.wantVariations) {
       live.wantVariations = false;
-      return send(VARIATIONS);
+      return send(variations);
     }
     if (!live.dirty) return;
     if (draw.stroke && now - live.lastSent < THROTTLE_MS) {
@@ -330,7 +336,7 @@
       seed: $("seed").value, // the server validates and says what is wrong
       n,
     };
-    live.inFlight = { id, n, sentAt: performance.now() };
+    live.inFlight = { id, n, sentAt: performance.now(), version: live.version };
     live.lastSent = live.inFlight.sentAt;
     live.ws.send(JSON.stringify(message));
     setTimeout(() => {
@@ -362,7 +368,7 @@
         else live.wantVariations = true;
       }
     } else if (reply.images.length > 1) {
-      showStrip(reply);
+      if (sent && sent.version === live.version) showStrip(reply); // else: for an older sketch
     } else if (reply.id <= live.lastShown) {
       live.dropped += 1; // a newer drawing's image is already on screen
     } else {
@@ -453,6 +459,7 @@
       $("model-info").textContent =
         `${info.model} · ${info.backend} ${info.precision} on ${info.device} · ` +
         `${info.resolution}×${info.resolution} · v${info.version}`;
+      variations = Math.min(variations, info.limits.max_variations);
       const select = $("class");
       for (const c of classes.classes) select.add(new Option(c.name, String(c.id)));
     } catch (err) {
