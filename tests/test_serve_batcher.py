@@ -149,3 +149,24 @@ def test_stop_finishes_accepted_requests_and_refuses_new_ones():
     assert not b.alive
     with pytest.raises(BatcherStopped):
         asyncio.run(b.submit(*job(2)))
+
+
+def test_graph_backends_get_padded_batches_and_trimmed_answers():
+    from s2i_fast.serve.app import batch_sizes
+
+    assert batch_sizes("torch", 16) is None and batch_sizes("onnxruntime", 16) is None
+    assert batch_sizes("triton", 16) == [1, 2, 4, 8, 16]
+    assert batch_sizes("torch-compile", 12) == [1, 2, 4, 8, 12]
+    assert batch_sizes("tensorrt", 1) == [1]
+
+    run = Recorder()
+    b = Batcher(run, max_batch=8, max_wait_ms=200, queue_size=8, pad_to=[1, 2, 4, 8])
+    b.start()
+    try:
+        results = asyncio.run(submit_all(b, [job(1), job(2, 2)]))  # 3 images -> one call of 4
+    finally:
+        b.stop()
+    assert run.calls == [4]
+    assert results[0].images.shape[0] == 1 and (results[0].images == 1).all()
+    assert results[1].images.shape[0] == 2 and (results[1].images == 2).all()
+    assert b.stats()["images"] == 3, "padding is not counted as work"

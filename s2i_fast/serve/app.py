@@ -81,12 +81,25 @@ _GENERATE_BODY = {
 _ERROR = {"content": {"application/json": {"example": {"detail": "unknown class 'dog'; ..."}}}}
 
 
+GRAPH_BACKENDS = ("torch-compile", "triton", "tensorrt")  # one compiled graph per batch size
+
+
+def batch_sizes(backend: str, max_batch: int) -> list[int] | None:
+    """Batch sizes to pad to: powers of two up to max_batch for backends that compile per
+    size (a few compiles at most), None (run every size as it comes) for the others."""
+    if backend not in GRAPH_BACKENDS:
+        return None
+    sizes = [1 << i for i in range(max_batch.bit_length()) if 1 << i < max_batch]
+    return sizes + [max_batch]
+
+
 def create_app(engine: Any, config: ServeConfig | None = None, *,
                model_name: str = "model") -> FastAPI:
     """A FastAPI app serving `engine` (an s2i_fast.Engine); the batcher runs while it is up."""
     cfg = config or ServeConfig()
     batcher = Batcher(engine.run, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms,
-                      queue_size=cfg.queue_size, engine_max_batch=engine.max_batch)
+                      queue_size=cfg.queue_size, engine_max_batch=engine.max_batch,
+                      pad_to=batch_sizes(engine.backend, cfg.max_batch))
     class_names = list(engine.class_names)
     resolution = int(engine.resolution)
 
@@ -377,8 +390,26 @@ def load_engine(artefact: str | os.PathLike | None, backend: str = "auto",
         import torch
 
         torch.set_num_threads(threads)
-    return Engine.load(path, backend=backend, device=device, precision=precision,
-                       threads=threads)
+    engine = Engine.load(path, backend=backend, device=device, precision=precision,
+                         threads=threads)
+    warm_up(engine)
+    return engine
+
+
+def warm_up(engine: Any) -> None:
+    """One batch-1 call, so the first visitor does not pay for lazy initialisation and a
+    backend that cannot run fails here, as one EngineError, not on the first request."""
+    from s2i_fast.errors import EngineError, S2IError
+
+    r = engine.resolution
+    blank = np.full((1, r, r), 255, dtype=np.uint8)  # [1, R, R] white page
+    try:
+        engine.run(blank, np.zeros(1, dtype=np.int64), engine.make_noise(1, 0))
+    except S2IError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a backend failure on its first run
+        raise EngineError(f"the {engine.backend} engine failed its first run: "
+                          f"{type(e).__name__}: {e}") from e
 
 
 def app_from_env() -> FastAPI:

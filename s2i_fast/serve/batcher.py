@@ -9,7 +9,10 @@ The queue holds at most `queue_size` requests; one more raises QueueFull at once
 answers 503 with Retry-After) instead of letting latency grow without bound. Engine calls are
 serialised on the single worker thread, so the event loop never blocks on inference. A request
 for k images (k seeds) is one job of size k; jobs are never split across batches, and a batch
-larger than what the engine accepts (a static-batch graph) is run in chunks.
+larger than what the engine accepts (a static-batch graph) is run in chunks. Backends that
+compile or capture one graph per batch size (torch-compile, triton, tensorrt) get `pad_to`
+sizes: each chunk is padded with copies of its last sample up to the next of them, so a few
+shapes are ever compiled instead of one per batch size.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,12 +73,14 @@ class Batcher:
         max_wait_ms: float = 5.0,
         queue_size: int = 64,
         engine_max_batch: int | None = None,
+        pad_to: Sequence[int] | None = None,
     ) -> None:
         self._run = run
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1e3
         self.queue_size = queue_size
         self.chunk = min(max_batch, engine_max_batch) if engine_max_batch else max_batch
+        self.pad_to = sorted(set(pad_to)) if pad_to else None
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
         self._stats_lock = threading.Lock()
@@ -170,6 +175,16 @@ class Batcher:
                 count += len(nxt)
             self._run_batch(jobs)
 
+    def _run_padded(self, sketch: np.ndarray, labels: np.ndarray,
+                    noise: np.ndarray) -> np.ndarray:
+        n = sketch.shape[0]
+        pad = padded_size(n, self.pad_to) - n
+        if pad:  # copies of the last sample, dropped after the call
+            sketch = np.concatenate([sketch, np.repeat(sketch[-1:], pad, 0)])
+            labels = np.concatenate([labels, np.repeat(labels[-1:], pad, 0)])
+            noise = np.concatenate([noise, np.repeat(noise[-1:], pad, 0)])
+        return self._run(sketch, labels, noise)[:n]
+
     def _run_batch(self, jobs: list[_Job]) -> None:
         jobs = [j for j in jobs if not j.abandoned]
         if not jobs:
@@ -180,11 +195,9 @@ class Batcher:
         noise = np.concatenate([j.noise for j in jobs])  # [N, Z]
         n = sketch.shape[0]
         try:
-            parts = [
-                self._run(sketch[i : i + self.chunk], labels[i : i + self.chunk],
-                          noise[i : i + self.chunk])
-                for i in range(0, n, self.chunk)
-            ]
+            parts = [self._run_padded(sketch[i : i + self.chunk], labels[i : i + self.chunk],
+                                      noise[i : i + self.chunk])
+                     for i in range(0, n, self.chunk)]
             images = np.concatenate(parts)  # [N, R, R, 3]
         except Exception as e:  # noqa: BLE001 - every waiting request must hear about it
             for j in jobs:
@@ -202,6 +215,11 @@ class Batcher:
                                  compute_ms, n)
             offset += k
             _resolve(j, result=result)
+
+
+def padded_size(n: int, sizes: Sequence[int] | None) -> int:
+    """The smallest of `sizes` that holds n (n itself when none does or there are none)."""
+    return next((s for s in sizes or () if s >= n), n)
 
 
 def _resolve(job: _Job, result: BatchResult | None = None,
