@@ -190,7 +190,7 @@ def create_app(engine: Any, config: ServeConfig | None = None, *,
         req = await _read_generate(request, cfg, class_names, resolution)
         result = await run(req)
         strip = np.concatenate(list(result.images), axis=1)  # [R, k*R, 3]
-        png = encode_png(strip)
+        png = await asyncio.to_thread(encode_png, strip)
         headers = {
             "X-Seeds": ",".join(map(str, req.seeds)),
             "X-Class": class_names[req.label].encode("ascii", "backslashreplace").decode(),
@@ -219,11 +219,12 @@ async def _read_generate(request: Request, cfg: ServeConfig, class_names: list[s
                                 f"(base64 'sketch'), got {shown}")
     body = await _read_body(request, cfg.max_body_bytes)
     if mime == "application/json":
-        return from_json_object(parse_json(body), class_names, resolution, cfg.max_pixels,
-                                cfg.max_variations)
+        return await asyncio.to_thread(  # image decoding stays off the event loop
+            lambda: from_json_object(parse_json(body), class_names, resolution, cfg.max_pixels,
+                                     cfg.max_variations))
     fields, sketch = await _parse_multipart(request, body, cfg)
-    return build_request(fields, sketch, class_names, resolution, cfg.max_pixels,
-                         cfg.max_variations)
+    return await asyncio.to_thread(build_request, fields, sketch, class_names, resolution,
+                                   cfg.max_pixels, cfg.max_variations)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -349,8 +350,8 @@ async def _answer(item: Any, cfg: ServeConfig, class_names: list[str], resolutio
     try:
         if isinstance(item, RequestError):
             raise item
-        req = from_json_object(item, class_names, resolution, cfg.max_pixels,
-                               cfg.max_variations, extra=("id",))
+        req = await asyncio.to_thread(from_json_object, item, class_names, resolution,
+                                      cfg.max_pixels, cfg.max_variations, ("id",))
         result = await run(req)
     except RequestError as e:
         return {"id": mid, "status": e.status, "error": e.message}
@@ -359,7 +360,8 @@ async def _answer(item: Any, cfg: ServeConfig, class_names: list[str], resolutio
                 "retry_after": cfg.retry_after_s}
     except Exception as e:  # noqa: BLE001 - an engine failure: say so, keep the connection
         return {"id": mid, "status": 500, "error": f"internal error: {type(e).__name__}: {e}"}
-    images = [base64.b64encode(encode_png(img)).decode("ascii") for img in result.images]
+    pngs = await asyncio.to_thread(lambda: [encode_png(img) for img in result.images])
+    images = [base64.b64encode(png).decode("ascii") for png in pngs]
     return {
         "id": mid,
         "images": images,
