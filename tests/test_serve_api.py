@@ -340,6 +340,23 @@ def test_websocket_answers_errors_and_keeps_the_connection(base_url, client):
     assert client.get("/healthz").json()["status"] == "ok"
 
 
+def test_websocket_refuses_a_foreign_origin(base_url, client):
+    """A page on another site cannot open the live socket from a visitor's browser; the page's
+    own origin and clients without an Origin header can."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus) as e:
+        with connect(ws_url(base_url), open_timeout=10, origin="http://evil.example"):
+            pass
+    assert e.value.response.status_code == 403
+    with connect(ws_url(base_url), open_timeout=10, origin=base_url) as ws:
+        ws.send(json.dumps({"id": 1, "sketch": b64(SKETCH_PNG), "class": 0, "seed": 1}))
+        reply = json.loads(ws.recv(timeout=30))
+        assert reply["id"] == 1 and len(reply["images"]) == 1
+    assert client.get("/healthz").json()["status"] == "ok"
+
+
 def test_websocket_latest_message_wins(base_url):
     """Messages sent while one is being answered: only the newest is run, the others are
     answered as stale, so a fast drawer never waits behind old drawings."""

@@ -281,11 +281,27 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 # ---------------------------------------------------------------------- WebSocket
+def same_origin(origin: str, host: str) -> bool:
+    """True when a browser's Origin ("http://127.0.0.1:8000") names the Host it connected to."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and bool(host) and parts.netloc.lower() == host.lower()
+
+
 async def _serve_websocket(websocket: WebSocket, cfg: ServeConfig, class_names: list[str],
                            resolution: int, run) -> None:
     """Latest drawing wins: while one message is being answered, a newer one replaces any
     older waiting one (that one is answered {"id", "stale": true}), so answers never queue up
-    behind a fast drawer. The page itself also keeps at most one request in flight."""
+    behind a fast drawer. The page itself also keeps at most one request in flight.
+
+    A browser always sends an Origin header: one that is not this server's own host is refused
+    before the handshake completes (a page elsewhere must not drive this server from a
+    visitor's browser); clients without an Origin (scripts, tools) are let in."""
+    origin = websocket.headers.get("origin")
+    if origin is not None and not same_origin(origin, websocket.headers.get("host", "")):
+        await websocket.close(code=1008)  # policy violation: the handshake answers 403
+        return
     await websocket.accept()
     waiting: list[Any] = []  # parsed messages not yet answered; only the last one is run
     wake = asyncio.Event()
