@@ -287,7 +287,7 @@ def run_tune(args: argparse.Namespace, clock: Clock, ctx: dict, torch) -> list[d
                     "'measured'; the rest are heuristic (conv_tuning.heuristic_config), not "
                     "measured.")
     tune.write(conv_tuning.TABLE_PATH, data)
-    conv_tuning._read_table.cache_clear()
+    conv_tuning.reload_table()
     clock.say(f"tune: {summary}")
     gargs = bg.parse_args(["--preset", "paper"])
     gargs.warmup, gargs.iters = args.warmup, args.iters

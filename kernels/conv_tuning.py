@@ -181,6 +181,17 @@ def table_path() -> Path | None:
 
 
 def table() -> dict[str, ConvConfig]:
+    """The entries in use (read once; ``reload_table()`` after rewriting the file)."""
+    return _table_for(os.environ.get("S2I_CONV_TABLE", ""))
+
+
+def reload_table() -> None:
+    _read_table.cache_clear()
+    _table_for.cache_clear()
+
+
+@lru_cache(maxsize=4)
+def _table_for(env: str) -> dict[str, ConvConfig]:  # noqa: ARG001  (the cache key)
     path = table_path()
     if path is None or not path.exists():
         return {}

@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     write(out, data)
     from s2i_fast.kernels import conv_tuning
 
-    conv_tuning._read_table.cache_clear()
+    conv_tuning.reload_table()
     print(f"tune: {summary}; {len(entries)} measured entries -> {out}")
     return 0
 
