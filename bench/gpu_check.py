@@ -1,6 +1,6 @@
 """One command for a fresh GPU: every GPU test, then the numbers, written with device and commit.
 
-    python bench/gpu_check.py              # H100/H200: about 6-8 minutes, --budget-s 450
+    python bench/gpu_check.py              # H100/H200: about 5-7 minutes, --budget-s 420
     python bench/gpu_check.py --tune yes   # also re-measure the sm_90 tuning table (+2-3 min)
     python bench/gpu_check.py --smoke      # CPU, Triton interpreter, micro shapes (< 1 min)
 
@@ -19,9 +19,10 @@ Sections, in order (each prints its progress with the elapsed time):
    peak (spec sheet) and a measured fp16 matmul.
 4. training step (bench_train_step.py's G+D step, DRAGAN included, fp32, batch 16): eager
    (impl ref) vs impl triton, median time and peak memory.
-5. tune (--tune yes, or auto when the budget has room): re-measure the conv tuning table for
-   fp16 (python -m s2i_fast.kernels.tune), rewrite kernels/tuning_sm90.json with measured
-   entries, and time the Triton engine again with it (mode replay-tuned).
+5. tune (auto: batch 1 when 150 s of the budget are left; --tune yes: every batch, +2-3 min):
+   re-measure the conv tuning table for fp16 (kernels/tune.py), rewrite
+   kernels/tuning_sm90.json with measured entries, and time the Triton engine again with it
+   (mode replay-tuned).
 
 Writes bench/results/gpu_check.csv (appended, one row per measurement, with the context
 columns) and bench/results/gpu_check.md (the latest run: tables, each target met or not).
@@ -84,6 +85,7 @@ def run_tests(smoke: bool, shards: int, clock: Clock, tmp: Path) -> dict:
     """Every GPU kernel test (smoke: two interpreter tests) over parallel pytest processes."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["OMP_NUM_THREADS"] = "1"
+    env["S2I_PARALLEL_COMPILE"] = "0"  # the shards are the parallelism (no pool per shard)
     if smoke:
         env["TRITON_INTERPRET"] = "1"
         ids, extra = SMOKE_TESTS, []
@@ -275,7 +277,8 @@ def run_tune(args: argparse.Namespace, clock: Clock, ctx: dict, torch) -> list[d
 
     from s2i_fast.kernels import conv_tuning, tune
 
-    batches = [int(b) for b in args.batch.split(",")]
+    # auto: batch 1 alone (the latency target; ~170 compiles), yes: every batch (~600)
+    batches = [int(b) for b in args.batch.split(",")] if args.tune == "yes" else [1]
     budget = max(30.0, clock.left() - 60.0)
     clock.say(f"tune: measuring fp16 configs at batch {batches} (budget {budget:.0f} s)")
     entries, summary = tune.measure("paper", 64, batches, ["fp16"], budget, progress=False)
@@ -295,7 +298,8 @@ def run_tune(args: argparse.Namespace, clock: Clock, ctx: dict, torch) -> list[d
     meta = dict(ctx, section="generator", preset="paper", base=gen.cfg.base,
                 resolution=gen.cfg.resolution, note="tuning table re-measured")
     rows = bg.time_variants(gargs, gen, [("torch", "baseline"), ("triton", "replay")],
-                            batches, torch.float16, "cuda", torch, meta, None)
+                            batches, torch.float16, "cuda", torch, meta,
+                            time.monotonic() + max(20.0, clock.left() - 20.0))
     for r in rows:
         if r["backend"] == "triton":
             r["mode"] = "replay-tuned"
@@ -400,7 +404,7 @@ def write_summary(path: Path, ctx: dict, args: argparse.Namespace, tests: dict,
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="CPU interpreter, micro shapes")
-    p.add_argument("--budget-s", type=float, default=450.0, help="wall-clock budget")
+    p.add_argument("--budget-s", type=float, default=420.0, help="wall-clock budget")
     p.add_argument("--reserve-s", type=float, default=90.0,
                    help="time kept for the training step and the summary")
     p.add_argument("--batch", default="1,8,64,256")

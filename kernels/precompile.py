@@ -70,12 +70,16 @@ def collect_specializations() -> Iterator[list[Specialization]]:
 
     seen: set[str] = set()
 
-    def hook(*, fn, compile, **_kw) -> bool:  # noqa: A002, ANN001
-        data = compile["specialization_data"]
+    def hook(*, fn=None, compile=None, **_kw) -> bool:  # noqa: A002, ANN001
+        try:
+            data = compile["specialization_data"]
+            module = fn.module if isinstance(fn.module, str) else fn.module.__name__
+            name = fn.name
+        except Exception:  # noqa: BLE001  (another Triton's hook protocol: compile as usual)
+            return False
         if data not in seen:
             seen.add(data)
-            specs.append(Specialization(fn.module if isinstance(fn.module, str)
-                                        else fn.module.__name__, fn.name, data))
+            specs.append(Specialization(module, name, data))
         return True  # skip compile and launch
 
     saved = knobs.runtime.jit_cache_hook
@@ -87,7 +91,8 @@ def collect_specializations() -> Iterator[list[Specialization]]:
 
 
 def _worker_init() -> None:
-    os.environ.pop("TRITON_INTERPRET", None)
+    # the environment is the parent's (spawn copies it): Triton's cache key includes some
+    # environment variables, so the workers must see the same ones
     import torch
 
     torch.cuda.init()

@@ -262,3 +262,32 @@ def test_split_k_stress_inside_a_cuda_graph(split: int) -> None:
                 assert torch.equal(out, e), f"replay {i}: split-K result changed"
     assert torch.cuda.memory_allocated() == allocated
     assert ws.counters.abs().max().item() == 0 and ws.allocations == 1
+
+
+@pytest.mark.gpu
+def test_parallel_precompile_fills_the_cache_the_launch_reads() -> None:
+    """kernels/precompile.py: a launch under collect_specializations runs nothing and records
+    its specialisation; worker processes compile it; the real launch then loads the cubin from
+    Triton's cache (well under the 1.5-3 s a compile takes) and computes the right answer."""
+    import time
+
+    from s2i_fast.kernels.precompile import collect_specializations, compile_parallel
+
+    g = torch.Generator().manual_seed(11)
+    c, co = 37, 23  # channel counts no other test uses: not in this process's kernel cache
+    x = torch.randn(2, c, 5, 6, generator=g).to("cuda", torch.float16)
+    wt = (torch.randn(co, c, 3, 3, generator=g) * 0.2).to("cuda", torch.float16)
+    out = torch.full((2, 5, 6, co), float("nan"), device="cuda", dtype=torch.float16)
+    with collect_specializations() as specs:
+        K.conv_nhwc(nhwc(x), K.weight_to_gemm(wt), out)
+    torch.cuda.synchronize()
+    assert len(specs) == 1 and out.isnan().all(), "the recorded launch ran"
+    report = compile_parallel(specs, workers=1)
+    assert report.kernels == 1 and not report.failed, report
+    t0 = time.perf_counter()
+    K.conv_nhwc(nhwc(x), K.weight_to_gemm(wt), out)
+    torch.cuda.synchronize()
+    first_launch_s = time.perf_counter() - t0
+    assert first_launch_s < 1.0, f"first launch took {first_launch_s:.2f} s: compiled again?"
+    assert_close(nchw(out), K.conv_plain_ref(x.float(), wt.float()), K.conv_plain_ref(x, wt),
+                 torch.float16, "precompiled conv")
