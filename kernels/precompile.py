@@ -143,7 +143,15 @@ def compile_parallel(specs: list[Specialization], workers: int | None = None,
 
 
 def precompile(workload, workers: int | None = None, progress: bool = False) -> CompileReport:  # noqa: ANN001
-    """Record ``workload()``'s launches, then compile them in parallel (module doc)."""
+    """Record ``workload()``'s launches, then compile them in parallel (module doc). If the
+    recording pass itself fails (another Triton's hook protocol), what was recorded is still
+    compiled and the rest compiles at launch; the report says so."""
+    failed = []
     with collect_specializations() as specs:
-        workload()
-    return compile_parallel(specs, workers, progress)
+        try:
+            workload()
+        except Exception as e:  # noqa: BLE001  (precompiling is an optimisation)
+            failed.append(f"recording pass: {type(e).__name__}: {str(e)[:200]}")
+    report = compile_parallel(specs, workers, progress)
+    report.failed = failed + report.failed
+    return report
