@@ -16,7 +16,8 @@ error and max abs error printed; over --max-rel fails the run), then per batch: 
 discarded, each call timed with CUDA events around it (the harness's time_calls), p50 / p99
 latency, images/s at p50, peak memory (peak_mem_mb: torch.cuda.max_memory_allocated over the
 batch's warm-up and timing minus what was allocated before the backend was built, so weights,
-plan buffers and the split-K workspace count; timed_peak_mb: above what was allocated when
+plan buffers and the split-K workspace count: the triton rows hold the plans of every timed
+batch, prepared together; timed_peak_mb: above what was allocated when
 timing began, i.e. transient memory alone; workspace_mb: the plan's split-K workspace; no
 autotuning buffers exist: configs come from the shipped table), speed-up over eager fp32 at
 that batch, and launches: GPU kernels of one call counted by torch.profiler (measured, graph
