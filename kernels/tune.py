@@ -73,10 +73,16 @@ def read(path: Path) -> dict:
 
 
 def write(path: Path, data: dict) -> None:
+    """The table as JSON with one line per entry (readable diffs when entries are re-measured)."""
     from s2i_fast.fileio import write_text
 
-    data["entries"] = dict(sorted(data["entries"].items()))
-    write_text(path, json.dumps(data, indent=1) + "\n")
+    head = {k: v for k, v in data.items() if k != "entries"}
+    lines = [json.dumps(head, indent=1)[:-2] + ',\n "entries": {']
+    items = sorted(data.get("entries", {}).items())
+    lines += [f"  {json.dumps(k)}: {json.dumps(v)}" + ("," if i < len(items) - 1 else "")
+              for i, (k, v) in enumerate(items)]
+    lines.append(" }\n}\n")
+    write_text(path, "\n".join(lines))
 
 
 def heuristic_table(batches: list[int], dtypes: list[str]) -> dict:
