@@ -41,6 +41,7 @@ compute dtype between launches, as eager half precision does).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -285,8 +286,6 @@ class TritonGenerator:
         kernels at once over the CPU cores (``parallel_compile``; S2I_PARALLEL_COMPILE=0 turns
         it off), then warm up and capture each plan. Returns the precompile.CompileReport
         (None when nothing was compiled in parallel)."""
-        import os
-
         new = [b for b in dict.fromkeys(batches) if b not in self.plans]
         plans = {b: self._build(b) for b in new}
         report = None
