@@ -9,9 +9,18 @@ and fake, BCE + auxiliary class loss + DRAGAN penalty (double backward through D
 Adam; D on the fake again, BCE + aux + L1 + diversity (a second G forward), G backward, Adam.
 The perceptual term is left out (it needs Inception-v4 weights and is the same work for both
 impls). Reports median and p20/p80 step time over --steps timed steps after --warmup steps,
-peak allocated memory of one step, and the speed-up and memory saving of impl=triton; appends
-rows to bench/results/train_step.csv with the device, versions and git commit. Issue 4's
-target: at least 1.5x faster than eager with at least 25% less peak memory.
+peak allocated memory of one step (the allocator's peak above what the models, optimiser
+states and batch held before it; the training kernels use no workspace and nothing is
+autotuned), and the speed-up and memory saving of impl=triton; appends rows to
+bench/results/train_step.csv with the device, versions and git commit. On CUDA the triton
+step's kernels are compiled in parallel first (kernels/precompile.py, on a throwaway copy).
+The target: at least 1.5x faster than eager with at least 25% less peak memory.
+
+The DRAGAN penalty's create_graph backward does not run the fused backward kernels: each fused
+op re-runs its torch reference and differentiates that (kernels/_triton_utils.ref_vjp), so by
+construction that pass costs what eager costs plus one reference forward of the elementwise
+chain per fused op (the recompute); the fused forward and plain backward kernels still serve
+the other D passes and the whole G step.
 """
 
 from __future__ import annotations
@@ -151,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     for b in batches:
         base = {}
         for impl in ("ref", "triton"):
+            if impl == "triton" and device.type == "cuda":
+                from s2i_fast.kernels.precompile import precompile
+
+                print(precompile(Step(cfg, impl, b, device, amp)).line(), flush=True)
             step = Step(cfg, impl, b, device, amp)
             before = tu.launches_total()
             p50, p20, p80 = time_steps(step, warmup, steps)

@@ -1,10 +1,12 @@
 """Compile every inference-kernel variant a generator uses for a GPU target, without a GPU.
 
-    python -m s2i_fast.kernels.compile_check --preset paper --dtype fp16 --batch 1 --arch 90
+    python -m s2i_fast.kernels.compile_check --preset paper --dtype fp16 --batch 1,8,64,256
 
-Traces one forward of TritonGenerator (launches recorded, not run), then compiles each distinct
-kernel specialisation with Triton's real compiler down to a cubin for sm_<arch> (ptxas ships
-with triton), once per autotune config that survives pruning, and checks each fits the shared
+Traces one forward of TritonGenerator per batch size (launches recorded, not run), then
+compiles each distinct kernel specialisation with Triton's real compiler down to a cubin for
+sm_<arch> (ptxas ships with triton), with the config each conv runs on sm_90 (the tuning
+table, kernels/conv_tuning.py: split-K at batch 1, 128x128 tiles at batch >= 64), or with
+every tune candidate (--all-configs), over --jobs processes, and checks each fits the shared
 memory of the device (227 KiB on an H100). It catches what the CPU interpreter cannot: type and
 layout errors in the GPU lowering, tl.dot shape rules, shared-memory overflow. It does not run
 anything: numerics are the interpreter tests' and the GPU tests' job. Needs TRITON_INTERPRET
@@ -31,9 +33,9 @@ def trace_launches(gen: torch.nn.Module, dtype: torch.dtype, batch: int) -> list
     from s2i_fast.kernels.inference import TritonGenerator
 
     tg = TritonGenerator._fold_generator(gen.eval(), dtype, torch.device("cpu"), False)
+    plan = tg._build(batch)
     conv_igemm.RECORDER = []
     try:
-        plan = tg._build(batch)
         for op in plan.ops:
             op()
         return list(conv_igemm.RECORDER)
@@ -56,68 +58,100 @@ def _signature(fn, args: list, meta: dict) -> dict[str, str]:  # noqa: ANN001
     return sig
 
 
-def compile_all(records: list[tuple], arch: int = 90, all_configs: bool = False,
-                progress: bool = True) -> list[dict]:
-    """Compile each distinct (kernel, signature, constexprs, config); one row per compile."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+def _jobs(records: list[tuple], all_configs: bool) -> list[tuple]:
+    """(kernel name, signature, constexprs, options) of each distinct specialisation."""
+    from s2i_fast.kernels import conv_igemm
+    from s2i_fast.kernels.conv_tuning import candidates
 
-    from s2i_fast.kernels import conv_igemm, infer_aux
-
-    if type(conv_igemm._conv_kernel).__name__ == "InterpretedFunction":
-        raise RuntimeError("compile_check needs TRITON_INTERPRET unset")
-    target = GPUTarget("cuda", arch, 32)
     jobs, seen = [], set()
     for rec in records:
         kind, args, meta = rec[0], rec[1], rec[2]
         if kind == "conv":
-            fn = conv_igemm._conv_kernel
-            m, n = rec[3], rec[4]
-            cfgs = [dict(BM=bm, BN=bn, BK=bk, SPLIT=sp, num_warps=w, num_stages=s)
-                    for bm, bn, bk, w, s, sp in conv_igemm._GPU_CONFIGS
-                    if conv_igemm.config_fits(bm, bn, m, n, sp, meta["KS"], bk, meta["C1"])]
-            if not cfgs:  # what _prune falls back to
-                bm, bn, bk, w, s, sp = next(c for c in conv_igemm._GPU_CONFIGS if c[5] == 1)
-                cfgs = [dict(BM=bm, BN=bn, BK=bk, SPLIT=sp, num_warps=w, num_stages=s)]
-            if not all_configs:  # smallest and largest tile, and the largest split-K
-                plain = sorted((c for c in cfgs if c["SPLIT"] == 1),
-                               key=lambda c: c["BM"] * c["BN"])
-                split = [c for c in cfgs if c["SPLIT"] > 1]
-                cfgs = [c for c in cfgs if plain and c in (plain[0], plain[-1])]
-                cfgs += split[-1:]
+            name, fn = "_conv_kernel", conv_igemm._conv_kernel
+            cfgs = [rec[6]]  # what runs on sm_90
+            if all_configs:
+                m, n = rec[3], rec[4]
+                cfgs += candidates(m, n, meta["KS"], max(meta["C1"], meta["C3"]),
+                                   bool(meta["IEEE"]))
+            cfgs = [c.as_dict() for c in dict.fromkeys(cfgs)]
         else:
-            fn = infer_aux._pyramid_kernel if kind == "pyramid" else infer_aux._noise_fc_kernel
+            name = "_pyramid_kernel" if kind == "pyramid" else "_noise_fc_kernel"
+            fn = getattr(_infer_aux(), name)
             cfgs = [dict(num_warps=4, num_stages=3)]
         for cfg in cfgs:
             consts = dict(meta)
             consts.update({k: v for k, v in cfg.items() if k not in ("num_warps", "num_stages")})
             sig = _signature(fn, args, consts)
-            key = (fn.__name__, tuple(sorted(sig.items())), tuple(sorted(consts.items())),
-                   cfg.get("num_warps"), cfg.get("num_stages"))
+            opts = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
+            key = (name, tuple(sorted(sig.items())), tuple(sorted(consts.items())),
+                   tuple(sorted(opts.items())))
             if key not in seen:
                 seen.add(key)
-                jobs.append((fn, sig, consts, cfg))
+                jobs.append((name, sig, consts, opts))
+    return jobs
+
+
+def _infer_aux():  # noqa: ANN202
+    from s2i_fast.kernels import infer_aux
+
+    return infer_aux
+
+
+def _compile_job(job: tuple, arch: int) -> dict:
+    """Compile one specialisation for sm_<arch>; a row with its shared memory or its error."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from s2i_fast.kernels import conv_igemm
+
+    name, sig, consts, opts = job
+    fn = conv_igemm._conv_kernel if name == "_conv_kernel" else getattr(_infer_aux(), name)
+    t0 = time.time()
+    try:
+        k = triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", arch, 32),
+                           options=opts)
+        shared, err = int(k.metadata.shared), None
+    except Exception as e:  # noqa: BLE001  (report every failure, then fail)
+        shared, err = -1, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+    limit = SMEM_LIMIT.get(arch, 232448)
+    if err is None and shared > limit:
+        err = f"shared memory {shared} B > {limit} B"
+    short = {k: v for k, v in consts.items() if k in (
+        "C1", "C2", "C3", "N", "EPI", "UP", "STRIDE", "BM", "BN", "BK", "SPLIT", "R", "NC")}
+    return dict(kernel=name, consts=short, cfg=opts, shared=shared, error=err,
+                seconds=round(time.time() - t0, 2))
+
+
+def compile_all(records: list[tuple], arch: int = 90, all_configs: bool = False,
+                progress: bool = True, jobs: int = 1) -> list[dict]:
+    """Compile each distinct (kernel, signature, constexprs, config); one row per compile,
+    over ``jobs`` processes (forked: no CUDA is initialised here)."""
+    from s2i_fast.kernels import conv_igemm
+
+    if type(conv_igemm._conv_kernel).__name__ == "InterpretedFunction":
+        raise RuntimeError("compile_check needs TRITON_INTERPRET unset")
+    todo = _jobs(records, all_configs)
     rows = []
-    for i, (fn, sig, consts, cfg) in enumerate(jobs):
-        t0 = time.time()
-        opts = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
-        try:
-            k = triton.compile(ASTSource(fn, sig, consts), target=target, options=opts)
-            shared, err = int(k.metadata.shared), None
-        except Exception as e:  # noqa: BLE001  (report every failure, then fail)
-            shared, err = -1, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
-        limit = SMEM_LIMIT.get(arch, 232448)
-        if err is None and shared > limit:
-            err = f"shared memory {shared} B > {limit} B"
-        short = {k: v for k, v in consts.items() if k in (
-            "C1", "C2", "C3", "N", "EPI", "UP", "STRIDE", "BM", "BN", "BK", "SPLIT", "R", "NC")}
-        rows.append(dict(kernel=fn.__name__, consts=short, cfg=opts, shared=shared, error=err,
-                         seconds=round(time.time() - t0, 2)))
+
+    def show(i: int, row: dict) -> None:
         if progress:
-            status = "ok" if err is None else f"FAIL {err}"
-            print(f"[{i + 1}/{len(jobs)}] {fn.__name__} {short} {opts} smem={shared} {status}",
-                  flush=True)
+            status = "ok" if row["error"] is None else f"FAIL {row['error']}"
+            print(f"[{i + 1}/{len(todo)}] {row['kernel']} {row['consts']} {row['cfg']} "
+                  f"smem={row['shared']} {status} ({row['seconds']}s)", flush=True)
+
+    if jobs <= 1 or len(todo) <= 1:
+        for i, job in enumerate(todo):
+            rows.append(_compile_job(job, arch))
+            show(i, rows[-1])
+        return rows
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context("fork")) as pool:
+        for i, row in enumerate(pool.map(_compile_job, todo, [arch] * len(todo))):
+            rows.append(row)
+            show(i, row)
     return rows
 
 
@@ -129,10 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stem", default="label", choices=["label", "sketch"])
     p.add_argument("--upsample", default="nearest", choices=["nearest", "pixelshuffle"])
     p.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", default="1,8,64,256", help="comma-separated batch sizes")
     p.add_argument("--arch", type=int, default=90)
     p.add_argument("--all-configs", action="store_true",
-                   help="every pruned autotune config (default: smallest and largest tile)")
+                   help="every tune candidate too (default: the config each launch runs)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compile processes")
     a = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("compile_check: unset TRITON_INTERPRET first", file=sys.stderr)
@@ -145,10 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.base:
         cfg.base = a.base
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[a.dtype]
-    records = trace_launches(Generator(cfg), dtype, a.batch)
-    rows = compile_all(records, a.arch, a.all_configs)
+    gen = Generator(cfg)
+    batches = [int(b) for b in a.batch.split(",")]
+    records = [r for b in batches for r in trace_launches(gen, dtype, b)]
+    t0 = time.time()
+    rows = compile_all(records, a.arch, a.all_configs, jobs=a.jobs)
     bad = [r for r in rows if r["error"]]
-    print(f"{len(records)} launches, {len(rows)} compiles for sm_{a.arch}, {len(bad)} failed")
+    print(f"{len(records)} launches (batch {a.batch}), {len(rows)} compiles for sm_{a.arch} "
+          f"in {time.time() - t0:.0f} s on {a.jobs} processes, {len(bad)} failed")
     return 1 if bad else 0
 
 

@@ -20,11 +20,12 @@ Main loop: wide sources run one flat loop over (tap, channel chunk) with tl.dot 
 sketch, the stem) do rank-1 fp32 updates per tap instead of a zero-padded dot. Split-K (SPLIT
 = 3 or 9 programs per output tile, each a share of the taps) is for the deep layers at small
 batch, whose few output tiles would otherwise leave most SMs idle while streaming weights:
-partial tiles are atomically added into a zeroed fp32 workspace, an arrival counter elects the
-last program, which reads the sum, re-zeroes the workspace and runs the epilogue (no extra
-launch, safe to replay in a CUDA graph). Block sizes and SPLIT come from triton.autotune on the
-GPU (pruned to the GEMM's size, see ``config_fits``) and from a fixed table under the
-interpreter.
+each program stores its fp32 partial tile in its own workspace slice, an arrival counter
+elects the last program, which sums the SPLIT slices in the fixed order k = 0..SPLIT-1, resets
+the counter and runs the epilogue. The sum does not depend on which program came last, so the
+output is bit-identical run to run (no extra launch; safe to replay in a CUDA graph). Block
+sizes and SPLIT come from the sm_90 tuning table or its heuristic on the GPU and from a fixed
+table under the interpreter (``conv_tuning.select_config``).
 
 "folded norm": conditional batch norm from running statistics, scale[k, c] = gamma[k, c] *
 rsqrt(var[c] + eps), shift[k, c] = beta[k, c] - mean[c] * scale[k, c], gathered per sample
@@ -43,14 +44,16 @@ import triton
 import triton.language as tl
 
 from s2i_fast.kernels._triton_utils import interpreting
-from s2i_fast.kernels.conv_tuning import (  # noqa: F401  (re-exported)
-    _GPU_CONFIGS,
+from s2i_fast.kernels.conv_tuning import (
     RANK1_BELOW,
-    _npow2,
-    _prune,
-    config_fits,
+    ConvConfig,
+    SplitWorkspace,
+    choose_config,
     interpreter_blocks,
-    split_workspace,
+    no_workspace,
+    select_config,
+    shared_workspace,
+    split_need,
 )
 
 EPI_PLAIN, EPI_GATE, EPI_Z = 0, 1, 2
@@ -162,8 +165,8 @@ def _conv_kernel(
     sshift_ptr,  # EPI_Z: [classes, N]
     out_ptr,  # output (EPI_GATE: m*x [B, Ho, Wo, CX])
     out2_ptr,  # EPI_GATE: n [B, Ho, Wo, N - CX]
-    split_ws_ptr,  # SPLIT > 1: fp32 workspace, one zeroed [BM, BN] tile per output tile
-    split_cnt_ptr,  # SPLIT > 1: int32 arrival count per output tile (zeroed)
+    split_ws_ptr,  # SPLIT > 1: fp32 partial tiles [SPLIT, tiles, BM * BN]
+    split_cnt_ptr,  # SPLIT > 1: int32 arrival count per output tile (zero between launches)
     M,  # output rows B*Ho*Wo
     Hin, Win, Ho, Wo,  # noqa: E231  input and output spatial sizes
     slope,  # LeakyReLU slope
@@ -256,20 +259,24 @@ def _conv_kernel(
             acc = _accum(acc, img_ptr, w_ptr, b * img_bs + pix * img_ps, valid, zero_m,
                          tap * CIN + C1, offs_n, mask_n, N, C2, 1, BK, R2, UPCAST, IEEE)
 
-    if SPLIT > 1:  # add the partial tile into the workspace; the last split runs the epilogue
+    if SPLIT > 1:  # store the partial tile in this split's slice; the last one sums them all
         tile = pid_m * tl.num_programs(1) + pid_n
-        wofs = tile * (BM * BN) + tl.arange(0, BM)[:, None] * BN + tl.arange(0, BN)[None, :]
-        tl.atomic_add(split_ws_ptr + wofs, acc, sem="relaxed")  # at L2, coherent
-        tl.debug_barrier()  # every warp's adds precede the count (acq_rel below)
-        done = tl.atomic_add(split_cnt_ptr + tile, 1)
+        n_tiles = tl.num_programs(0) * tl.num_programs(1)
+        offs_t = tl.arange(0, BM)[:, None] * BN + tl.arange(0, BN)[None, :]  # [BM, BN]
+        tl.store(split_ws_ptr + (tl.program_id(2) * n_tiles + tile) * (BM * BN) + offs_t, acc,
+                 cache_modifier=".cg")
+        tl.debug_barrier()  # every warp's stores precede the count (acq_rel below)
+        done = tl.atomic_add(split_cnt_ptr + tile, 1, sem="acq_rel")
+        tl.debug_barrier()  # every warp's loads below follow the count
         is_last = done == SPLIT - 1
     else:
         is_last = True
     if is_last:
-        if SPLIT > 1:  # read the sum (an atomic read: coherent at L2), leave zeros behind
-            zeros = tl.zeros([BM, BN], dtype=tl.float32)
-            acc = tl.atomic_add(split_ws_ptr + wofs, zeros, sem="relaxed")
-            tl.store(split_ws_ptr + wofs, zeros)
+        if SPLIT > 1:  # fixed order k = 0..SPLIT-1 (L2 reads): the same bits whoever is last
+            acc = tl.zeros([BM, BN], dtype=tl.float32)
+            for k in tl.static_range(SPLIT):
+                acc += tl.load(split_ws_ptr + (k * n_tiles + tile) * (BM * BN) + offs_t,
+                               cache_modifier=".cg")
             tl.store(split_cnt_ptr + tile, 0)
         _epilogue(acc, offs_n, mask_m, mask_n, b, hw, lab, bx, zero_m, x_ptr, bias_ptr,
                   scale_ptr, shift_ptr, aux_ptr, sc_ptr, ws_ptr, sscale_ptr, sshift_ptr,
@@ -339,22 +346,7 @@ def _epilogue(acc, offs_n, mask_m, mask_n, b, hw, lab, bx, zero_m, x_ptr, bias_p
 
 # ---------------------------------------------------------------------------------------------
 # Launchers
-_TUNED = None
 RECORDER: list | None = None  # set to a list: launchers record (kind, args, meta, ...) instead
-
-
-def _tuned_kernel():  # noqa: ANN202
-    global _TUNED
-    if _TUNED is None:
-        cfgs = [triton.Config({"BM": bm, "BN": bn, "BK": bk, "SPLIT": sp}, num_warps=w,
-                              num_stages=s) for bm, bn, bk, w, s, sp in _GPU_CONFIGS]
-        kw = dict(configs=cfgs, key=["M", "N", "C1", "C2", "C3", "EPI", "UP", "STRIDE", "KS"],
-                  prune_configs_by={"early_config_prune": _prune})
-        try:  # short benchmarks; best configs cached on disk (Triton >= 3.2)
-            _TUNED = triton.autotune(**kw, warmup=10, rep=40, cache_results=True)(_conv_kernel)
-        except TypeError:
-            _TUNED = triton.autotune(**kw)(_conv_kernel)
-    return _TUNED
 
 
 def _strides(t: torch.Tensor, name: str) -> tuple[int, int]:
@@ -395,31 +387,22 @@ def _check_operands(x, w, n_out, ksize, c1, c2, c3, image, bias, scale, ws, hin,
 def _launch(*, x, w, n_out, out, out_strides, batch, ho, wo, image=None, bias=None, scale=None,
             shift=None, label=None, aux=None, sc=None, ws=None, sscale=None, sshift=None,
             out2=None, ksize=3, stride=1, upsample=None, epi=EPI_PLAIN, act="none",
-            slope=0.2, gather_x=False, gather_sc=False, cx=0, split=None) -> None:
+            slope=0.2, gather_x=False, gather_sc=False, cx=0, split=None,
+            workspace=None) -> None:
     c1 = x.shape[3] // 4 if upsample == "pixelshuffle" else x.shape[3]  # GEMM channels
     c2 = 0 if image is None else image.shape[3]
     c3 = 0 if (sc is None or ws is None) else sc.shape[3]
     hin, win = x.shape[1], x.shape[2]
     _check_operands(x, w, n_out, ksize, c1, c2, c3, image, bias, scale, ws, hin, win, ho, wo,
                     stride, upsample)
+    if split is not None and (split not in (1, 3, 9) or (split > 1 and ksize != 3)):
+        raise ValueError(f"split must be 1, 3 or 9 (3x3 convs only), got {split}")
     m = batch * ho * wo
     x_bs, x_ps = _strides(x, "x")
     img_bs, img_ps = _strides(image, "image") if image is not None else (0, 0)
     aux_bs, aux_ps = _strides(aux, "n") if aux is not None else (0, 0)
     sc_bs, sc_ps = _strides(sc, "shortcut") if sc is not None else (0, 0)
     out2_bs, out2_ps = _strides(out2, "n_out") if out2 is not None else (0, 0)
-    dummy = w
-    args = [
-        x, image if image is not None else dummy, w,
-        bias if bias is not None else dummy, scale if scale is not None else dummy,
-        shift if shift is not None else dummy, label if label is not None else dummy,
-        aux if aux is not None else dummy, sc if sc is not None else dummy,
-        ws if ws is not None else dummy, sscale if sscale is not None else dummy,
-        sshift if sshift is not None else dummy, out, out2 if out2 is not None else dummy,
-        *split_workspace(w.device, m, n_out), m, hin, win, ho, wo, float(slope),
-        x_bs, x_ps, img_bs, img_ps, aux_bs, aux_ps, sc_bs, sc_ps,
-        *out_strides, out2_bs, out2_ps,
-    ]
     meta = dict(
         C1=c1, C2=c2, C3=c3, N=n_out, CX=cx, KS=ksize, STRIDE=stride, UP=UPS[upsample],
         EPI=epi, ACT=ACTS[act], HAS_BIAS=bias is not None, HAS_NORM=scale is not None,
@@ -430,21 +413,40 @@ def _launch(*, x, w, n_out, out, out_strides, batch, ho, wo, image=None, bias=No
         UPCAST=interpreting() and w.dtype == torch.bfloat16,
         IEEE=w.dtype == torch.float32,
     )
-    if RECORDER is not None:  # compile check: record the launch instead of running it
-        RECORDER.append(("conv", args, meta, m, n_out, max(c1, c3)))
-        return
-    if split is not None or interpreting() or not x.is_cuda:
+    if interpreting():
         bm, bn, bk = interpreter_blocks(m, n_out, max(c1, c3))
-        sp = split or 1
-        if sp not in (1, 3, 9) or (sp > 1 and ksize != 3):
-            raise ValueError(f"split must be 1, 3 or 9 (3x3 convs only), got {sp}")
-        grid = (triton.cdiv(m, bm), triton.cdiv(n_out, bn), sp)
-        _conv_kernel[grid](*args, **meta, BM=bm, BN=bn, BK=bk, SPLIT=sp, num_warps=4)
+        cfg = ConvConfig(bm, bn, bk, 4, 1, split or 1)
+    elif x.is_cuda:
+        cfg = select_config(w.dtype, batch, meta, m, n_out, ho, wo, w.device, split)
+    else:  # CPU tensors without the interpreter: only a trace (RECORDER) gets here; sm_90
+        cfg = choose_config(w.dtype, batch, meta, m, n_out, ho, wo, split=split)
+    need = split_need(m, n_out, cfg.BM, cfg.BN, cfg.SPLIT)
+    if cfg.SPLIT == 1:
+        split_bufs = no_workspace(w.device)
     else:
-        def grid(mt):  # noqa: ANN001, ANN202
-            return (triton.cdiv(m, mt["BM"]), triton.cdiv(n_out, mt["BN"]), mt["SPLIT"])
-
-        _tuned_kernel()[grid](*args, **meta)
+        if workspace is None:
+            workspace = shared_workspace(w.device)
+            if RECORDER is None:
+                workspace.reserve(*need)
+        split_bufs = workspace.buffers(*need) if RECORDER is None else no_workspace(w.device)
+    dummy = w
+    args = [
+        x, image if image is not None else dummy, w,
+        bias if bias is not None else dummy, scale if scale is not None else dummy,
+        shift if shift is not None else dummy, label if label is not None else dummy,
+        aux if aux is not None else dummy, sc if sc is not None else dummy,
+        ws if ws is not None else dummy, sscale if sscale is not None else dummy,
+        sshift if sshift is not None else dummy, out, out2 if out2 is not None else dummy,
+        *split_bufs, m, hin, win, ho, wo, float(slope),
+        x_bs, x_ps, img_bs, img_ps, aux_bs, aux_ps, sc_bs, sc_ps,
+        *out_strides, out2_bs, out2_ps,
+    ]
+    if RECORDER is not None:  # plan sizing / compile check: record the launch, run nothing
+        RECORDER.append(("conv", args, meta, m, n_out, max(c1, c3), cfg, need))
+        return
+    grid = (triton.cdiv(m, cfg.BM), triton.cdiv(n_out, cfg.BN), cfg.SPLIT)
+    _conv_kernel[grid](*args, **meta, BM=cfg.BM, BN=cfg.BN, BK=cfg.BK, SPLIT=cfg.SPLIT,
+                       num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 def conv_nhwc(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, *,
@@ -453,14 +455,17 @@ def conv_nhwc(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, *,
               label: torch.Tensor | None = None, ksize: int = 3, stride: int = 1,
               upsample: str | None = None, act: str = "none", slope: float = 0.2,
               gather_x: bool = False, out_nchw: bool = False,
-              split: int | None = None) -> torch.Tensor:
+              split: int | None = None,
+              workspace: SplitWorkspace | None = None) -> torch.Tensor:
     """out = act(norm(conv([x, image], w) + bias)), written in place and returned.
 
     x [B|classes, Hin, Win, C1] NHWC (indexed by label[b] when gather_x), image [B, Hin, Win, C2],
     w [ksize*ksize*(C1+C2), N] (see ``weight_to_gemm``), bias [N], scale/shift [classes, N],
     label [B] int64. out: NHWC [B, Ho, Wo, N] (a channel slice is fine), or NCHW when out_nchw.
-    split: force split-K over the taps (1, 3 or 9) with the fixed block table (tests); None:
-    autotuned on CUDA (split-K included), 1 under the interpreter. Same for the MRU launchers.
+    split: force split-K over the taps (1, 3 or 9; on CUDA with the GPU's tile rule, under the
+    interpreter with its table); None: the tuning table's config on CUDA (split-K included),
+    1 under the interpreter. workspace: the split-K workspace to use (a plan's, sized before
+    capture); None: the shared one of (device, current stream). Same for the MRU launchers.
     """
     if out_nchw:
         batch, n_out, ho, wo = out.shape
@@ -474,28 +479,29 @@ def conv_nhwc(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, *,
     _launch(x=x, w=w, n_out=n_out, out=out, out_strides=strides, batch=batch, ho=ho, wo=wo,
             image=image, bias=bias, scale=scale, shift=shift, label=label, ksize=ksize,
             stride=stride, upsample=upsample, act=act, slope=slope, gather_x=gather_x,
-            split=split)
+            split=split, workspace=workspace)
     return out
 
 
 def conv_gate_nhwc(x: torch.Tensor, image: torch.Tensor, w: torch.Tensor, bias: torch.Tensor,
                    mx_out: torch.Tensor, n_out: torch.Tensor, *,
                    label: torch.Tensor | None = None, gather_x: bool = False,
-                   split: int | None = None) -> None:
+                   split: int | None = None, workspace: SplitWorkspace | None = None) -> None:
     """MRU gate conv: g = sigmoid(conv3x3([x, image]) + bias) with Cx + Co channels;
     mx_out = g[..., :Cx] * x  [B, H, W, Cx],  n_out = g[..., Cx:]  [B, H, W, Co]."""
     batch, ho, wo, cx = mx_out.shape
     bs, ps = _strides(mx_out, "mx_out")
     _launch(x=x, w=w, n_out=cx + n_out.shape[3], out=mx_out, out_strides=(bs, ps, 1),
             batch=batch, ho=ho, wo=wo, image=image, bias=bias, label=label, out2=n_out,
-            epi=EPI_GATE, gather_x=gather_x, cx=cx, split=split)
+            epi=EPI_GATE, gather_x=gather_x, cx=cx, split=split, workspace=workspace)
 
 
 def conv_z_nhwc(mx: torch.Tensor, image: torch.Tensor, w: torch.Tensor, scale: torch.Tensor,
                 shift: torch.Tensor, label: torch.Tensor, n: torch.Tensor, x: torch.Tensor,
                 out: torch.Tensor, *, w_short: torch.Tensor | None = None,
                 sscale: torch.Tensor | None = None, sshift: torch.Tensor | None = None,
-                slope: float = 0.2, gather_sc: bool = False, split: int | None = None) -> None:
+                slope: float = 0.2, gather_sc: bool = False, split: int | None = None,
+                workspace: SplitWorkspace | None = None) -> None:
     """MRU z conv: z = leaky(norm(conv3x3([mx, image]))), s = x (w_short None) or
     norm_s(conv1x1(x, w_short)), out = (1 - n) * s + n * z  [B, H, W, Co]."""
     batch, ho, wo, co = out.shape
@@ -503,7 +509,7 @@ def conv_z_nhwc(mx: torch.Tensor, image: torch.Tensor, w: torch.Tensor, scale: t
     _launch(x=mx, w=w, n_out=co, out=out, out_strides=(bs, ps, 1), batch=batch, ho=ho, wo=wo,
             image=image, scale=scale, shift=shift, label=label, aux=n, sc=x, ws=w_short,
             sscale=sscale, sshift=sshift, epi=EPI_Z, slope=slope, gather_sc=gather_sc,
-            split=split)
+            split=split, workspace=workspace)
 
 
 def weight_to_gemm(w: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:

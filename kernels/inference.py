@@ -21,9 +21,14 @@ launches (no torch ops in between), in this order (resolution 64, stem "label": 
 Decoder skips need no copy: the encoder MRU writes its output straight into the channel slice
 of the buffer that the decoder's upsample conv later fills in front of it. The label stem is a
 gather inside the first MRU's kernels (the embedding row is read through the label), so it
-costs no launch either. On CUDA the launches of one plan are captured in one CUDA graph
-(after a warm-up that compiles and autotunes) and replayed; ``launches_per_forward`` counts
-them (stem "sketch": 30, one per resolution doubling: 3 per level + 5). ``tg(...)`` copies the
+costs no launch either. Each conv runs the config of the sm_90 tuning table (or its heuristic,
+kernels/conv_tuning.py); nothing is autotuned at run time. A plan owns its split-K workspace,
+sized once from its launches before warm-up (split-K is deterministic: every replay gives the
+same bits). On CUDA the kernels of every plan being prepared are first compiled in parallel
+over the CPU cores (kernels/precompile.py), then each plan is warmed up once and captured in
+one CUDA graph; ``prepare(batches)`` does that for several batch sizes at once.
+``launches_per_forward`` is the number of launches in a plan (stem "sketch": 30, one per
+resolution doubling: 3 per level + 5). ``tg(...)`` copies the
 inputs into the static buffers, replays and returns a clone of the output (3 copies + 1 clone
 outside the graph); ``static_io(B)`` / ``replay(B)`` skip those for servers and benchmarks.
 On the CPU the kernels run under Triton's interpreter (TRITON_INTERPRET=1), for tests.
@@ -36,6 +41,7 @@ compute dtype between launches, as eager half precision does).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -106,6 +112,7 @@ class _Plan:
     noise: torch.Tensor  # [B, noise_dim] fp32
     out: torch.Tensor  # [B, 3, R, R] fp32
     ops: list
+    workspace: Any = None  # conv_tuning.SplitWorkspace: this plan's split-K partials
     graph: Any = None
 
 
@@ -197,18 +204,22 @@ class TritonGenerator:
         mx = torch.empty(b, h, w, p.cx, device=self.device, dtype=self.dtype)  # m * x
         n = torch.empty(b, h, w, p.co, device=self.device, dtype=self.dtype)  # sigmoid(n_logits)
         ops.append(partial(self.k.conv_gate_nhwc, x, img, p.w_gate, p.b_gate, mx, n,
-                           label=label, gather_x=gather))
+                           label=label, gather_x=gather, workspace=self._ws))
         ops.append(partial(self.k.conv_z_nhwc, mx, img, p.w_z, p.z_scale, p.z_shift, label, n, x,
                            out, w_short=p.w_short, sscale=p.s_scale, sshift=p.s_shift,
-                           slope=self.slope, gather_sc=gather))
+                           slope=self.slope, gather_sc=gather, workspace=self._ws))
 
     def _conv_op(self, ops: list, c: _Conv, x: torch.Tensor, out: torch.Tensor,
                  label: torch.Tensor, **kw: Any) -> None:
         ops.append(partial(self.k.conv_nhwc, x, c.w, out, bias=c.bias, scale=c.scale,
-                           shift=c.shift, label=label, slope=self.slope, **kw))
+                           shift=c.shift, label=label, slope=self.slope, workspace=self._ws,
+                           **kw))
 
     def _build(self, batch: int) -> _Plan:
+        """The plan of one batch size: buffers, launches and its sized split-K workspace (not
+        yet compiled, warmed up or captured: see ``prepare``)."""
         cfg, dev, dt, res = self.cfg, self.device, self.dtype, self.cfg.resolution
+        self._ws = self.k.SplitWorkspace(dev)
 
         def buf(*shape: int) -> torch.Tensor:
             return torch.empty(*shape, device=dev, dtype=dt)
@@ -216,7 +227,7 @@ class TritonGenerator:
         plan = _Plan(torch.zeros(batch, 1, res, res, device=dev),
                      torch.zeros(batch, dtype=torch.int64, device=dev),
                      torch.zeros(batch, cfg.noise_dim, device=dev),
-                     torch.empty(batch, 3, res, res, device=dev), [])
+                     torch.empty(batch, 3, res, res, device=dev), [], self._ws)
         ops, lab = plan.ops, plan.label
         flat = buf(self.aux.pyramid_size(batch, res))
         ops.append(partial(self.aux.sketch_pyramid, plan.sketch, flat))
@@ -253,12 +264,50 @@ class TritonGenerator:
         self._mru_ops(ops, self.out_mru, x, pyr[res], h, lab)
         self._conv_op(ops, self.out_conv, h, plan.out, lab, act="tanh", out_nchw=True)
         assert len(ops) == self.launches_per_forward, (len(ops), self.launches_per_forward)
-        if self.use_graph:
-            self._capture(plan)
+        plan.workspace.reserve(*self.workspace_need(plan))
         return plan
 
+    def workspace_need(self, plan: _Plan) -> tuple[int, int]:
+        """(fp32 partials, int32 counters) the largest split-K launch of the plan needs (its
+        launches run one after another, so one workspace serves them all)."""
+        self.k.RECORDER = []
+        try:
+            for op in plan.ops:
+                op()
+            recs = list(self.k.RECORDER)
+        finally:
+            self.k.RECORDER = None
+        needs = [r[7] for r in recs if r[0] == "conv"]
+        return max((n[0] for n in needs), default=0), max((n[1] for n in needs), default=0)
+
+    def prepare(self, batches: list[int], parallel_compile: bool = True,
+                progress: bool = False) -> Any:
+        """Build the plans of ``batches`` (those not built yet); on CUDA compile all their
+        kernels at once over the CPU cores (``parallel_compile``; S2I_PARALLEL_COMPILE=0 turns
+        it off), then warm up and capture each plan. Returns the precompile.CompileReport
+        (None when nothing was compiled in parallel)."""
+        new = [b for b in dict.fromkeys(batches) if b not in self.plans]
+        plans = {b: self._build(b) for b in new}
+        report = None
+        parallel = parallel_compile and os.environ.get("S2I_PARALLEL_COMPILE", "1") != "0"
+        if plans and self.device.type == "cuda" and parallel:
+            from s2i_fast.kernels.precompile import precompile
+
+            def every_launch() -> None:
+                for plan in plans.values():
+                    for op in plan.ops:
+                        op()
+
+            report = precompile(every_launch, progress=progress)
+        for b, plan in plans.items():
+            if self.use_graph:
+                self._capture(plan)
+            self.plans[b] = plan
+        return report
+
     def _capture(self, plan: _Plan) -> None:
-        """Warm up (compile, autotune) on a side stream, then capture every launch in one graph."""
+        """Warm up (first launches load the compiled kernels) on a side stream, then capture
+        every launch in one graph. Nothing allocates during capture: the workspace is sized."""
         stream = torch.cuda.Stream(device=self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
@@ -278,9 +327,9 @@ class TritonGenerator:
         """(sketch, label, noise, out): the static buffers of the batch's plan (built on first
         use). Write inputs into the first three in place, call ``replay(batch)``, read ``out``
         (overwritten by the next replay): the zero-copy path for servers and benchmarks."""
-        plan = self.plans.get(batch)
-        if plan is None:
-            plan = self.plans[batch] = self._build(batch)
+        if batch not in self.plans:
+            self.prepare([batch])
+        plan = self.plans[batch]
         return plan.sketch, plan.label, plan.noise, plan.out
 
     def replay(self, batch: int) -> torch.Tensor:

@@ -12,22 +12,9 @@ in different orders, and torch may be lucky at the worst element while the kerne
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-
-
-def pick_device() -> torch.device:
-    """Where the kernel tests run: the CPU under TRITON_INTERPRET=1 (conftest's default), a
-    CUDA GPU when there is one and the interpreter is switched off (TRITON_INTERPRET=0)."""
-    interpreting = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-    if torch.cuda.is_available() and not interpreting:
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-DEVICE = pick_device()
+from _kernel_device import DEVICE, pick_device  # noqa: F401  (re-exported)
 
 
 def report(name: str, got: torch.Tensor, want: torch.Tensor, tol: float) -> str:

@@ -175,7 +175,7 @@ def test_bad_arguments_raise_clear_errors():
         mru_ops.norm_act(x, torch.ones(4), torch.zeros(4), 0.2, impl="triton")
 
 
-def test_kernels_compile_for_an_h100_without_one():
+def test_kernels_compile_for_sm90_without_a_gpu():
     """The GPU lowering (sm_90 cubin via ptxas), which the interpreter never exercises."""
     import os
     import subprocess

@@ -159,6 +159,27 @@ def copy_bandwidth_gbs(device, nbytes: int = 1 << 30) -> float:  # noqa: ANN001
     return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
 
 
+def count_kernels(fn: Callable[[], object], device) -> int:  # noqa: ANN001
+    """GPU kernels one call of fn launches, counted by torch.profiler (CUPTI sees the kernels
+    inside a CUDA graph replay too); -1 off CUDA. Memcpy/memset activities are not counted."""
+    if not is_cuda(device):
+        return -1
+    from torch.profiler import ProfilerActivity, profile
+
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync(device)
+    kinds = []
+    for e in prof.events():
+        dev_type = getattr(e, "device_type", None)
+        if dev_type is not None and str(dev_type).endswith("CUDA"):
+            name = e.name.lower()
+            if not (name.startswith("memcpy") or name.startswith("memset")):
+                kinds.append(e.name)
+    return len(kinds)
+
+
 # ---------------------------------------------------------------------- memory
 def _proc_status_kb(key: str) -> int | None:
     try:
