@@ -16,7 +16,8 @@ import numpy as np
 from s2i_fast.bench.harness import PeakMemory, percentile, time_calls
 
 TABLE_COLUMNS = ("backend", "batch", "precision", "p50_ms", "p99_ms", "images_per_s",
-                 "peak_mem_mb", "speedup_vs_torch")
+                 "peak_mem_mb", "speedup_vs_torch", "speedup_vs_ort", "gflops",
+                 "fraction_of_peak")
 
 
 @dataclass
@@ -32,6 +33,9 @@ class BenchResult:
     mem_kind: str
     provider: str = ""
     speedup_vs_torch: float | None = None
+    speedup_vs_ort: float | None = None  # over onnxruntime fp32 in the same run
+    gflops: float | None = None  # generator FLOPs x batch / p50
+    fraction_of_peak: float | None = None  # gflops / the matmul ceiling of its precision
     times_ms: list[float] = field(default_factory=list, repr=False)
 
     def row(self) -> dict:
@@ -40,8 +44,8 @@ class BenchResult:
         d.pop("times_ms")
         for k in ("p50_ms", "p99_ms", "mean_ms", "images_per_s", "peak_mem_mb"):
             d[k] = round(d[k], 3)
-        s = d["speedup_vs_torch"]
-        d["speedup_vs_torch"] = "" if s is None else round(s, 3)
+        for k in ("speedup_vs_torch", "speedup_vs_ort", "gflops", "fraction_of_peak"):
+            d[k] = "" if d[k] is None else round(d[k], 4)
         return d
 
 
@@ -73,8 +77,14 @@ def time_engine(engine, batch: int, warmup: int, iters: int, progress=None) -> B
 
 
 def add_speedups(results: list[BenchResult]) -> None:
-    """speedup_vs_torch = torch eager p50 / this p50, per batch (None without a torch row)."""
-    base = {r.batch: r.p50_ms for r in results if r.backend == "torch"}
+    """speedup_vs_torch = torch eager p50 / this p50, per batch (None without a torch row);
+    speedup_vs_ort the same over the onnxruntime fp32 row."""
+    torch_base = {r.batch: r.p50_ms for r in results
+                  if r.backend.split(":")[0] == "torch" and r.precision == "fp32"}
+    ort_base = {r.batch: r.p50_ms for r in results
+                if r.backend.split(":")[0] == "onnxruntime" and r.precision == "fp32"}
     for r in results:
-        if r.batch in base:
-            r.speedup_vs_torch = base[r.batch] / r.p50_ms
+        if r.batch in torch_base:
+            r.speedup_vs_torch = torch_base[r.batch] / r.p50_ms
+        if r.batch in ort_base:
+            r.speedup_vs_ort = ort_base[r.batch] / r.p50_ms

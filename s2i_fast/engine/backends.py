@@ -4,7 +4,8 @@ float32 noise [B,Z]) numpy arrays to uint8 RGB [B,H,W,3] and knows nothing about
     torch          eager PyTorch (export.wrappers.UInt8Generator: the function ONNX traces)
     torch-compile  the same module through torch.compile (compiles per batch size, lazily)
     triton         s2i_fast.kernels.inference.TritonGenerator (fused kernels, CUDA graphs)
-    onnxruntime    engine.ort.OrtSession on an exported graph (uint8 or raw)
+    onnxruntime    engine.ort.OrtSession on an exported graph (uint8 or raw; fp32, fp16, int8)
+    openvino       engine.ov.OvSession on an exported graph, CPU plugin (fp32/bf16/fp16, int8)
     tensorrt       engine.trt.TrtRunner on a .plan
 """
 
@@ -18,7 +19,16 @@ from s2i_fast.config import PreprocessStats
 from s2i_fast.data.preprocess import normalize_sketch_uint8, to_uint8_hwc
 from s2i_fast.errors import BackendUnavailable, EngineError
 
-BACKENDS: tuple[str, ...] = ("torch", "torch-compile", "triton", "onnxruntime", "tensorrt")
+BACKENDS: tuple[str, ...] = (
+    "torch", "torch-compile", "triton", "onnxruntime", "openvino", "tensorrt",
+)
+CPU_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
+
+
+def precision_matches(asked: str, ran: str) -> bool:
+    """True when `ran` ('bf16', or 'int8+bf16' for mixed layers, most frequent first) is mostly
+    the precision `asked`."""
+    return ran.split("+")[0] == asked
 
 
 def default_device(device: str | torch.device | None) -> torch.device:
@@ -129,7 +139,8 @@ class UInt8Runner:
 
 
 class OrtRunner:
-    """onnxruntime on an exported graph (its own inputs: uint8, or model space when raw)."""
+    """onnxruntime or openvino on an exported graph (its own inputs: uint8, or model space when
+    raw)."""
 
     def __init__(self, session) -> None:  # noqa: ANN001
         self.session = session

@@ -1,8 +1,9 @@
 """One inference API over every artefact and backend.
 
     eng = Engine.load("model.pt")                      # checkpoint, eager torch
-    eng = Engine.load("model.onnx")                    # onnxruntime
+    eng = Engine.load("model.onnx")                    # the fastest CPU backend, or onnxruntime
     eng = Engine.load("model.pt", backend="onnxruntime")   # exported in memory
+    eng = Engine.load("model-int8.onnx", backend="openvino")   # int8 (export --int8)
     images = eng.generate(sketches, "cat", seed=0)     # uint8 [B, H, W, 3]
 
 Sketches: numpy/torch uint8 [B,H,W] or [H,W] at the model resolution (black lines on white),
@@ -11,6 +12,12 @@ either. Labels: class ids or class names, one per sketch or a single one for all
 drawn on the CPU from a torch.Generator seeded with `seed`, so every backend gets the same
 noise and gives the same image (within each backend's tolerance). Calls are serialised by a
 lock, so one Engine may be shared between threads. Bad input raises EngineError.
+
+backend="auto": tensorrt for a .plan; on a machine without a CUDA GPU the fastest CPU backend
+installed (engine/cpu.py: default_cpu_backend(), openvino > onnxruntime > torch); with a GPU,
+torch for a checkpoint and onnxruntime for an .onnx. `engine.precision` is what ran (openvino
+reads it back from its execution graph; onnxruntime checks that an int8 graph's convolutions
+became integer kernels).
 """
 
 from __future__ import annotations
@@ -30,11 +37,13 @@ from s2i_fast.artefact import artefact_kind
 from s2i_fast.config import ModelConfig, PreprocessStats
 from s2i_fast.engine.backends import (
     BACKENDS,
+    CPU_PRECISIONS,
     OrtRunner,
     TorchRunner,
     TritonRunner,
     UInt8Runner,
     default_device,
+    precision_matches,
 )
 from s2i_fast.engine.inputs import check_seed, label_ids, sketch_batch
 from s2i_fast.errors import CheckpointError, EngineError
@@ -91,12 +100,18 @@ class Engine:
         precision: str | None = None,
         threads: int | None = None,
         batch_buckets: Sequence[int] = (1, 8, 64),
+        hint: str = "latency",
     ) -> Engine:
-        """Open a checkpoint (.pt), an ONNX graph (.onnx) or a TensorRT plan (.plan)."""
+        """Open a checkpoint (.pt), an ONNX graph (.onnx) or a TensorRT plan (.plan).
+
+        precision: None = the artefact's own (openvino: its default inference precision, bf16
+        where the CPU has it natively); hint: openvino's performance hint, latency or
+        throughput.
+        """
         path = Path(path)
         kind = artefact_kind(path)
         if backend == "auto":
-            backend = {"checkpoint": "torch", "onnx": "onnxruntime", "plan": "tensorrt"}[kind]
+            backend = auto_backend(kind, device)
         if backend not in BACKENDS:
             raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if not path.is_file():
@@ -110,18 +125,20 @@ class Engine:
                 raise EngineError(str(e)) from e
             return cls.from_generator(
                 gen, names, stats, backend, device, precision=precision, threads=threads,
-                batch_buckets=batch_buckets,
+                batch_buckets=batch_buckets, hint=hint,
             )
         if kind == "onnx":
             if backend == "onnxruntime":
                 from s2i_fast.engine.ort import OrtSession
 
                 return cls._from_session(OrtSession(path, device, threads), device, precision)
+            if backend == "openvino":
+                return cls._from_openvino(path, device, precision, threads, hint)
             if backend == "tensorrt":
                 return cls._from_onnx_trt(path, device, precision, batch_buckets)
             raise EngineError(
-                f"{path}: an ONNX graph runs on onnxruntime or tensorrt, not {backend!r} "
-                "(load the checkpoint for the torch backends)"
+                f"{path}: an ONNX graph runs on onnxruntime, openvino or tensorrt, not "
+                f"{backend!r} (load the checkpoint for the torch backends)"
             )
         if backend != "tensorrt":
             raise EngineError(f"{path}: a TensorRT plan runs only on the tensorrt backend")
@@ -139,11 +156,18 @@ class Engine:
         precision: str | None = None,
         threads: int | None = None,
         batch_buckets: Sequence[int] = (1, 8, 64),
+        hint: str = "latency",
     ) -> Engine:
-        """An Engine around an in-memory Generator (weights are copied, gen is untouched)."""
+        """An Engine around an in-memory Generator (weights are copied, gen is untouched).
+        backend="auto" as in Engine.load for a checkpoint."""
         cfg = ModelConfig.from_dict(gen.cfg.to_dict())
         if len(class_names) != cfg.num_classes:
             raise EngineError(f"{len(class_names)} class names for {cfg.num_classes} classes")
+        if backend == "auto":
+            backend = auto_backend("checkpoint", device)
+        if precision == "int8":
+            raise EngineError("int8 needs a calibrated graph: s2i-fast export CKPT --onnx OUT "
+                              "--int8 --data ROOT, then load OUT")
         if backend in ("torch", "torch-compile", "triton"):
             precision = precision or ("fp16" if backend == "triton" else "fp32")
             _check(precision, ("fp32", "fp16", "bf16"), "precision")
@@ -163,6 +187,13 @@ class Engine:
             return cls._from_session(
                 OrtSession(model.SerializeToString(), device, threads), device, precision
             )
+        if backend == "openvino":
+            from s2i_fast.engine.ov import require_openvino
+            from s2i_fast.export.onnx_export import export_generator
+
+            require_openvino()  # fail before exporting
+            model = export_generator(gen, class_names, stats, batch=None, precision="fp32")
+            return cls._from_openvino(model.SerializeToString(), device, precision, threads, hint)
         if backend == "tensorrt":
             from s2i_fast.export.onnx_export import export_generator
             from s2i_fast.export.trt import require_tensorrt
@@ -179,13 +210,38 @@ class Engine:
         meta = session.meta
         if precision and precision != meta.precision:
             raise EngineError(f"this graph is {meta.precision}; re-export for {precision}")
+        if precision and not precision_matches(precision, session.precision):
+            raise EngineError(
+                f"onnxruntime ({session.provider}) ran this {meta.precision} graph in "
+                f"{session.precision}, not {precision}"
+                + (" (its x86 CPU kernels have no fp16 convolutions; openvino has)"
+                   if precision == "fp16" else "")
+            )
         dev = "cuda" if session.provider == "CUDAExecutionProvider" else "cpu"
         runner: Any = OrtRunner(session)
         if meta.raw:
             runner = UInt8Runner(runner, meta.stats)
         return cls(
             runner, meta.class_names, meta.stats, meta.model_config,
-            "onnxruntime", dev, meta.precision, static_batch=meta.batch,
+            "onnxruntime", dev, session.precision, static_batch=meta.batch,
+        )
+
+    @classmethod
+    def _from_openvino(cls, source, device, precision, threads, hint) -> Engine:  # noqa: ANN001
+        from s2i_fast.engine.ov import OvSession
+
+        if device is not None and str(device) != "cpu":
+            raise EngineError(f"backend 'openvino' runs on the CPU here, not {device!r}")
+        if precision is not None:
+            _check(precision, CPU_PRECISIONS, "openvino precision")
+        session = OvSession(source, precision=precision, hint=hint, threads=threads)
+        runner: Any = OrtRunner(session)
+        meta = session.meta
+        if meta.raw:
+            runner = UInt8Runner(runner, meta.stats)
+        return cls(
+            runner, meta.class_names, meta.stats, meta.model_config, "openvino", "cpu",
+            session.precision, static_batch=meta.batch,
         )
 
     @classmethod
@@ -251,6 +307,18 @@ class Engine:
                 np.require(noise, np.float32, ["C", "W"]),
             )
         return out[:b]
+
+
+def auto_backend(kind: str, device: str | None) -> str:
+    """The backend "auto" means for an artefact kind ('checkpoint', 'onnx', 'plan')."""
+    if kind == "plan":
+        return "tensorrt"
+    cpu_only = str(device or "").startswith("cpu") or not torch.cuda.is_available()
+    if cpu_only:
+        from s2i_fast.engine.cpu import default_cpu_backend
+
+        return default_cpu_backend(kind)
+    return {"checkpoint": "torch", "onnx": "onnxruntime"}[kind]
 
 
 def _check(value: str, allowed: tuple[str, ...], what: str) -> None:

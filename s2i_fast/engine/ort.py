@@ -4,11 +4,19 @@ Tuning, measured on the 2-core CPU here (bench/results/cpu_bench.csv): graph opt
 level ORT_ENABLE_ALL, sequential execution mode, intra-op threads = the physical cores
 (ORT's default picks the same); the CUDA execution provider is put first when installed
 and the requested device is not the CPU.
+
+`OrtSession.precision` is the precision the convolutions ran in, read from the graph ONNX
+Runtime optimised for the CPU provider (for fp16 and int8 graphs): an int8 (QDQ) graph whose
+convolutions became QLinearConv ran int8; an fp16 graph on the x86 CPU provider, which has no
+fp16 convolution kernels, gets Casts around fp32 convolutions, so it ran fp32.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -42,6 +50,36 @@ def choose_providers(device: str | None, available: list[str]) -> list[str]:
     return providers
 
 
+INTEGER_OPS = ("QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "QGemm",
+               "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
+FLOAT_OPS = ("Conv", "FusedConv", "NhwcFusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul")
+_ONNX_FLOATS = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64"}
+
+
+def conv_precision(optimized, fallback: str) -> str:  # noqa: ANN001
+    """The precision of the convolutions and matmuls of an optimised graph: 'int8', 'fp32',
+    or e.g. 'int8+fp32' (most frequent first) when they differ; `fallback` if none is found."""
+    weights = {t.name: t.data_type for t in optimized.graph.initializer}
+    producer = {out: node for node in optimized.graph.node for out in node.output}
+    counts: Counter[str] = Counter()
+    for node in optimized.graph.node:
+        if node.op_type in INTEGER_OPS:
+            counts["int8"] += 1
+        elif node.op_type in FLOAT_OPS and len(node.input) > 1:
+            w = node.input[1]
+            dtype = weights.get(w)
+            src = producer.get(w)
+            if dtype is None and src is not None and src.op_type == "Cast":
+                dtype = next(a.i for a in src.attribute if a.name == "to")
+            if dtype is None and src is not None and src.op_type == "DequantizeLinear":
+                dtype = 1  # a QDQ pair ORT did not fuse: the conv computes in fp32
+            if dtype is not None:
+                counts[_ONNX_FLOATS.get(dtype, str(dtype))] += 1
+    if not counts:
+        return fallback
+    return "+".join(name for name, _ in counts.most_common())
+
+
 class OrtSession:
     """One InferenceSession plus the metadata of its graph. Not locked: the Engine locks."""
 
@@ -61,13 +99,23 @@ class OrtSession:
         if threads:
             opts.intra_op_num_threads = int(threads)
         self.providers = choose_providers(device, ort.get_available_providers())
-        try:
-            self.session = ort.InferenceSession(
-                self.model.SerializeToString(), opts, providers=self.providers
-            )
-        except Exception as e:  # ORT raises its own Fail/InvalidGraph types
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise EngineError(f"{where}: onnxruntime cannot load this graph ({first})") from e
+        inspect = self.meta.precision != "fp32" and self.providers == ["CPUExecutionProvider"]
+        with tempfile.TemporaryDirectory(prefix="s2i-ort-") as tmp:
+            optimized = Path(tmp) / "optimized.onnx"
+            if inspect:  # ORT writes the graph it will run while creating the session
+                opts.optimized_model_filepath = str(optimized)
+            try:
+                self.session = ort.InferenceSession(
+                    self.model.SerializeToString(), opts, providers=self.providers
+                )
+            except Exception as e:  # ORT raises its own Fail/InvalidGraph types
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise EngineError(f"{where}: onnxruntime cannot load this graph ({first})") from e
+            self.precision = self.meta.precision
+            if inspect and optimized.is_file():
+                import onnx
+
+                self.precision = conv_precision(onnx.load(str(optimized)), self.meta.precision)
         names = [i.name for i in self.session.get_inputs()]
         if names != list(INPUTS):
             raise EngineError(f"{where}: graph inputs are {names}, expected {list(INPUTS)}")
