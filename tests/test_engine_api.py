@@ -31,7 +31,7 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def eng_torch(ckpt):
-    return Engine.load(ckpt[0])
+    return Engine.load(ckpt[0], backend="torch")
 
 
 @pytest.fixture(scope="module")
@@ -137,13 +137,16 @@ def test_bad_seed(eng_torch):
         eng_torch.generate(np.zeros((1, 64, 64), np.uint8), 0, seed="1")
 
 
-def test_static_batch_graph_pads_and_limits(eng_torch, static_onnx):
-    eng = Engine.load(static_onnx)
-    assert eng.backend == "onnxruntime" and eng.static_batch == 2 and eng.max_batch == 2
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_static_batch_graph_pads_and_limits(eng_torch, static_onnx, backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino", reason="openvino is not installed")
+    eng = Engine.load(static_onnx, backend=backend, precision="fp32")
+    assert eng.backend == backend and eng.static_batch == 2 and eng.max_batch == 2
     one = eng.generate(drawn_batch(1), 0, seed=5)  # padded to 2, then cut back
     assert one.shape == (1, 64, 64, 3)
     _close(one, eng_torch.generate(drawn_batch(1), 0, seed=5))
-    with pytest.raises(EngineError, match="batch 3 is larger than this onnxruntime engine"):
+    with pytest.raises(EngineError, match=f"batch 3 is larger than this {backend} engine"):
         eng.generate(drawn_batch(3), 0, seed=5)
 
 
@@ -160,7 +163,7 @@ def test_corrupt_artefacts(tmp_path, ckpt, static_onnx):
         Engine.load(tmp_path / "missing.pt")
     with pytest.raises(EngineError, match="unknown backend"):
         Engine.load(ckpt[0], backend="tflite")
-    with pytest.raises(EngineError, match="runs on onnxruntime or tensorrt"):
+    with pytest.raises(EngineError, match="runs on onnxruntime, openvino or tensorrt"):
         Engine.load(static_onnx, backend="torch")
     plan = tmp_path / "x.plan"
     plan.write_bytes(b"not a plan")

@@ -5,12 +5,13 @@ shapes (measured here: about 30% faster than one dynamic-shape compile at batch 
 on first use. Compiled blobs are cached on disk (CACHE_DIR, see `cache_dir`), so a second
 process compiles a known (graph, batch, precision) in about 0.3 s instead of 1-3 s.
 
-Precision: an fp32 graph runs at OpenVINO's inference precision: its default on a CPU with
-native bf16 (avx512_bf16 or AMX) is bf16, f32 elsewhere; `precision` asks for fp32, bf16 or fp16
-explicitly. An int8 graph (QDQ, `s2i-fast export --int8`) runs its quantized convolutions in
-int8 and the rest at the inference precision. What is reported is read back from the compiled
-model's execution graph (each convolution's runtime precision), never assumed, and a request
-that the CPU did not honour raises EngineError.
+Precision: an fp32 graph runs in fp32, or in bf16 where the CPU has native bf16 and a bf16
+matmul measured here is clearly faster (engine/cpu.py: openvino_default_precision; OpenVINO's
+own default would be bf16 on any CPU with the flag, slower than fp32 on this project's Xeon
+VM); `precision` asks for fp32, bf16 or fp16 explicitly. An int8 graph (QDQ, `s2i-fast export
+--int8`) runs its quantized convolutions in int8 and the rest at that same default precision.
+What is reported is read back from the compiled model's execution graph (each convolution's
+runtime precision), never assumed, and a request the CPU did not honour raises EngineError.
 """
 
 from __future__ import annotations
@@ -93,9 +94,12 @@ class OvSession:
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         if precision in INFERENCE_PRECISIONS:
-            self.config["INFERENCE_PRECISION_HINT"] = INFERENCE_PRECISIONS[precision]
-        elif precision == "int8" and self.meta.precision == "int8":
-            pass  # the quantized layers are int8; the rest at the default inference precision
+            inference = precision
+        else:  # the int8 graph's other layers too: bf16 only where measured faster
+            from s2i_fast.engine.cpu import openvino_default_precision
+
+            inference = openvino_default_precision()
+        self.config["INFERENCE_PRECISION_HINT"] = INFERENCE_PRECISIONS[inference]
         if cache is not False:
             folder = Path(cache) if cache not in (None, True) else cache_dir()
             # one folder per compile configuration: OpenVINO 2026.4's blob key leaves out
