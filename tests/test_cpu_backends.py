@@ -232,6 +232,10 @@ def test_export_cli_int8_and_its_errors(gen, data_root, tmp_path, capsys):
                     "--int8-keep", "nothing")
     assert code == 2 and "--int8-keep" in res.err
     assert not (tmp_path / "x.onnx").exists()
+    code, res = run("--onnx", tmp_path / "g16.onnx", "--fp16", "--data", data_root,
+                    "--guard-sketches", 4, "--dynamic-batch")  # fp16 is guarded too
+    assert code == 0, res.err
+    assert "quality guard: onnxruntime" in res.out and (tmp_path / "g16.onnx").is_file()
 
 
 # ---------------------------------------------------------------------- defaults and bench

@@ -77,7 +77,7 @@ def generator_flops(gen, batch: int = 1) -> float:  # noqa: ANN001
     return counter.get_total_flops() / batch
 
 
-def matmul_ceiling(precision: str, n: int = 2048, repeats: int = 5) -> float:
+def matmul_ceiling(precision: str, n: int = 2048, repeats: int = 3) -> float:
     """Measured GFLOP/s (int8: GOP/s) of an n x n x n matmul through torch on its current
     threads, best of `repeats` calls after one warm-up."""
     import torch

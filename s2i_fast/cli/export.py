@@ -168,6 +168,7 @@ def _export_int8(gen, class_names, stats, out: Path, data_root: Path, kwargs: di
     model, reports = export_int8(
         gen, class_names, stats, out, data_root, calibration=calibration, test=guard_sketches,
         method=method, keep=keep, batch=kwargs["batch"], raw=kwargs["raw"],
+        opset=kwargs["opset"], exporter=kwargs["exporter"],
     )
     for report in reports:
         click.echo(f"quality guard: {report.summary()}")

@@ -1,10 +1,13 @@
 """Which CPU backend runs by default, and what the CPU offers.
 
-CPU_BACKEND_ORDER is fastest first, from `s2i-fast bench` on this project's 2-core machines
-(export/README.md, "CPU backends"): OpenVINO at its default precision (bf16 on a CPU with
-native bf16) is 1.4-2.5x faster than ONNX Runtime fp32, which is 1.2-2.3x faster than eager
-torch. `default_cpu_backend()` returns the first one whose package imports; Engine.load(...,
-backend="auto") uses it on a machine without a CUDA GPU, and so does `s2i-fast serve`.
+CPU_BACKEND_ORDER is fastest first, from `s2i-fast bench --backends cpu` on this project's
+2-core Intel Xeon VM (README.md "Measured", bench/results/cpu_backends.csv): on the same fp32
+graph OpenVINO runs 1.3-2.0x faster than ONNX Runtime (tiny and paper, batch 1 and 8), which
+runs 2.5-18x faster than eager torch; on an int8 graph OpenVINO is 1.3-2.7x faster than ONNX
+Runtime on the same graph. `default_cpu_backend()` returns the first one whose packages are
+installed; Engine.load(..., backend="auto") uses it on a machine without a CUDA GPU, and so
+does `s2i-fast serve`. The precision is the artefact's (int8 after `export --int8`) or, for an
+fp32 graph on openvino, `openvino_default_precision()`.
 """
 
 from __future__ import annotations

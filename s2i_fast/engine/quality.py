@@ -216,18 +216,21 @@ def export_int8(
     backends: Sequence[str] | None = None,
     limits: GuardLimits | None = None,
     classify: Callable[[np.ndarray], np.ndarray] | None = None,
+    **export_options,
 ):
     """Export, calibrate (on `calibration` training sketches of data_root), quantize and guard
     (on `test` test sketches) an int8 graph; written to `out` only if the guard passes.
 
-    Returns (onnx.ModelProto, list[GuardReport]); QualityGuardError when it fails.
+    export_options (opset, exporter) go to export_generator. Returns (onnx.ModelProto,
+    list[GuardReport]); QualityGuardError when it fails.
     """
     from s2i_fast.engine.engine import Engine
     from s2i_fast.export.int8 import load_sketch_set, quantize_int8
     from s2i_fast.export.onnx_export import export_generator
 
     cfg = gen.cfg
-    fp32 = export_generator(gen, class_names, stats, batch=batch, raw=raw, precision="fp32")
+    fp32 = export_generator(gen, class_names, stats, batch=batch, raw=raw, precision="fp32",
+                            **export_options)
     calib = load_sketch_set(data_root, "train", class_names, cfg.resolution, cfg.noise_dim,
                             calibration, seed=seed)
     model = quantize_int8(fp32, calib, method=method, keep=keep)
