@@ -104,9 +104,9 @@ class Engine:
     ) -> Engine:
         """Open a checkpoint (.pt), an ONNX graph (.onnx) or a TensorRT plan (.plan).
 
-        precision: None = the artefact's own (openvino: its default inference precision, bf16
-        where the CPU has it natively); hint: openvino's performance hint, latency or
-        throughput.
+        precision: None = the artefact's own (openvino on an fp32 graph: fp32, or bf16 where
+        the CPU has it natively and measures faster, engine/cpu.py); hint: openvino's
+        performance hint, latency or throughput.
         """
         path = Path(path)
         kind = artefact_kind(path)

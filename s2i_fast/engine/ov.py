@@ -110,10 +110,10 @@ class OvSession:
                 self.config["CACHE_DIR"] = str(folder)
             except OSError:
                 pass  # no cache: compiles every time, still correct
-        self._source = source if isinstance(source, bytes) else str(source)
         self._compiled: OrderedDict[int, tuple[object, object]] = OrderedDict()
         try:
-            self._model = self.core.read_model(self._source)
+            self._model = self.core.read_model(source if isinstance(source, bytes)
+                                               else str(source))
         except Exception as e:  # OpenVINO raises RuntimeError subclasses with long messages
             raise EngineError(f"{where}: openvino cannot read this graph ({_first(e)})") from e
         names = [p.get_any_name() for p in self._model.inputs]
