@@ -15,11 +15,13 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve tests need the serve extra")
 httpx = pytest.importorskip("httpx", reason="the serve tests need httpx")
 
+import torch  # noqa: E402
 from _serve_server import running_server  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import s2i_fast  # noqa: E402
 from s2i_fast import Engine  # noqa: E402
+from s2i_fast.engine import default_cpu_backend  # noqa: E402
 from s2i_fast.serve.settings import ServeConfig  # noqa: E402
 from s2i_fast.testing import CLASS_NAMES, draw_sketch, save_test_checkpoint  # noqa: E402
 
@@ -87,7 +89,9 @@ def test_healthz_classes_info_docs(client, engine):
     assert [c["name"] for c in classes] == CLASS_NAMES
     assert [c["id"] for c in classes] == list(range(len(CLASS_NAMES)))
     info = client.get("/v1/info").json()
-    assert info["backend"] == "torch" and info["resolution"] == 64
+    assert info["backend"] == engine.backend and info["resolution"] == 64
+    if not torch.cuda.is_available():  # backend "auto": the fastest CPU backend installed
+        assert engine.backend == default_cpu_backend()
     assert info["version"] == s2i_fast.__version__ and info["num_classes"] == 3
     assert info["limits"]["max_pixels"] == MAX_PIXELS
     spec = client.get("/openapi.json").json()

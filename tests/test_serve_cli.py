@@ -14,7 +14,10 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve tests need the serve extra")
 httpx = pytest.importorskip("httpx")
 
+import torch  # noqa: E402
+
 from s2i_fast.assets import DEFAULT_MODEL  # noqa: E402
+from s2i_fast.engine import default_cpu_backend  # noqa: E402
 from s2i_fast.testing import save_test_checkpoint  # noqa: E402
 
 
@@ -112,7 +115,8 @@ def test_serve_starts_answers_and_stops_on_ctrl_c(ckpt):
     try:
         assert '<canvas id="sketch"' in httpx.get(url + "/").text
         info = httpx.get(url + "/v1/info").json()
-        assert info["model"] == "g.pt" and info["backend"] == "torch"
+        auto = "torch" if torch.cuda.is_available() else default_cpu_backend()
+        assert info["model"] == "g.pt" and info["backend"] == auto
     finally:
         output = stop_with_ctrl_c(proc)
     assert f"{url}/" in output

@@ -81,7 +81,7 @@ _GENERATE_BODY = {
 _ERROR = {"content": {"application/json": {"example": {"detail": "unknown class 'dog'; ..."}}}}
 
 
-GRAPH_BACKENDS = ("torch-compile", "triton", "tensorrt")  # one compiled graph per batch size
+GRAPH_BACKENDS = ("torch-compile", "triton", "openvino", "tensorrt")  # a graph per batch size
 
 
 def batch_sizes(backend: str, max_batch: int) -> list[int] | None:
