@@ -167,3 +167,42 @@ def test_perceptual_term_runs_with_a_weight_file(data, tmp_path):
     row = t.run()["final_metrics"]
     assert row["perc"] > 0 and np.isfinite(row["loss_g"])
     assert all(p.grad is None or not p.requires_grad for p in t.perceptual.parameters())
+
+
+def test_g_ema_is_the_checkpointed_generator_and_resumes_exactly(data, tmp_path):
+    full = make_trainer(data, tmp_path / "full", steps=4, g_ema=0.9)
+    full.run()
+    payload = load_checkpoint(tmp_path / "full" / "checkpoints" / "latest.pt")
+    ema, trained = payload["generator"], payload["train_state"]["generator_train"]
+    assert payload["train_state"]["ema_updates"] == 4
+    # parameters: an average that lags the trained G; buffers (BN statistics): copied
+    params = dict(full.G.named_parameters())
+    assert any(not torch.equal(ema[k], trained[k]) for k in params)
+    for k, v in trained.items():
+        if k not in params:
+            assert torch.equal(ema[k], v), k
+    for k, v in full.G.state_dict().items():
+        assert torch.equal(v, trained[k]), k
+    # generate/export/serve read "generator": the EMA
+    from s2i_fast.checkpoint import load_generator
+
+    gen, _, _ = load_generator(payload)
+    assert all(torch.equal(v, ema[k]) for k, v in gen.state_dict().items())
+
+    part = make_trainer(data, tmp_path / "part", steps=2, g_ema=0.9)
+    part.run()
+    resumed = make_trainer(data, tmp_path / "part", steps=4, g_ema=0.9)
+    resumed.load_payload(load_checkpoint(tmp_path / "part" / "checkpoints" / "latest.pt"))
+    resumed.run()
+    for k, v in full.gan.G_ema.state_dict().items():
+        assert torch.allclose(v, resumed.gan.G_ema.state_dict()[k], atol=1e-6), k
+
+
+def test_g_ema_update_follows_its_ramped_decay(data, tmp_path):
+    t = make_trainer(data, tmp_path / "r", steps=1, g_ema=0.99)
+    before = {k: v.clone() for k, v in t.gan.G_ema.named_parameters()}
+    t.run()
+    d = min(0.99, 2 / 11)  # first update: (1 + 1) / (10 + 1)
+    for k, p in t.G.named_parameters():
+        want = d * before[k] + (1 - d) * p.detach()
+        assert torch.allclose(t.gan.G_ema.get_parameter(k), want, atol=1e-6), k

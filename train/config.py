@@ -76,6 +76,10 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     perceptual_weights: str | None = None
+    # exponential moving average of G's weights, the weights that checkpoints hand to
+    # generate/export/serve (0: off, inference uses the trained G itself). The decay ramps up
+    # as min(g_ema, (1 + step) / (10 + step)) so that a short run is not dominated by the init.
+    g_ema: float = 0.0
 
     @classmethod
     def from_preset(cls, losses: str, **overrides: Any) -> TrainConfig:

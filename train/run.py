@@ -158,7 +158,8 @@ def _run(opts: dict[str, Any], explicit: set[str], dist_info: ddp.DistInfo, t_st
             "flip": opts.get("flip_labels"),
         }
         for key in ("steps", "batch_size", "seed", "sample_every", "ckpt_every", "num_workers",
-                    "impl", "amp", "sync_bn", "device", "perceptual_weights", "num_samples"):
+                    "impl", "amp", "sync_bn", "device", "perceptual_weights", "num_samples",
+                    "g_ema"):
             if opts.get(key) is not None:
                 overrides[key] = opts[key]
         if opts.get("keep") is not None:

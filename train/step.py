@@ -13,6 +13,7 @@ averaged over the ranks after each backward and buffers broadcast from rank 0 af
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -59,6 +60,12 @@ class GANStep:
             log(f"sync-bn: batch statistics all-reduced in {n} norm layers")
         ddp.broadcast_module(self.G)
         ddp.broadcast_module(self.D)
+        # the averaged generator (None when --g-ema is 0): updated after every G step, never
+        # trained, in eval mode with the trained G's batch-norm statistics copied in
+        self.G_ema: torch.nn.Module | None = None
+        if tcfg.g_ema > 0:
+            self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.ema_updates = 0
         betas = (tcfg.beta1, tcfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=tcfg.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=tcfg.lr_d, betas=betas)
@@ -79,12 +86,24 @@ class GANStep:
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
-        """Weights and optimiser state (live references: copy before keeping)."""
-        return {"generator": self.G.state_dict(), "discriminator": self.D.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        """Weights and optimiser state (live references: copy before keeping). "generator" is
+        the generator inference uses: the EMA when it is on, with the trained one beside it as
+        "generator_train"."""
+        st = {"generator": self.G.state_dict(), "discriminator": self.D.state_dict(),
+              "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        if self.G_ema is not None:
+            st["generator_train"] = st["generator"]
+            st["generator"] = self.G_ema.state_dict()
+            st["ema_updates"] = self.ema_updates
+        return st
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.G.load_state_dict(state["generator"])
+        trained = state.get("generator_train")
+        if self.G_ema is not None:
+            # a checkpoint written without the EMA starts the average at its weights
+            self.G_ema.load_state_dict(state["generator"])
+            self.ema_updates = int(state.get("ema_updates", 0))
+        self.G.load_state_dict(trained if trained is not None else state["generator"])
         self.D.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
@@ -102,11 +121,27 @@ class GANStep:
             self.scaler_d.load_state_dict(ts["scaler_d"])
 
     def weights_finite(self) -> bool:
-        for m in (self.G, self.D):
+        for m in (self.G, self.D, self.G_ema):
+            if m is None:
+                continue
             for t in m.state_dict().values():
                 if t.is_floating_point() and not torch.isfinite(t).all():
                     return False
         return True
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """G_ema <- d * G_ema + (1 - d) * G for the parameters (d ramps up to g_ema over the
+        first steps); buffers (batch-norm running statistics) copied from G."""
+        if self.G_ema is None:
+            return
+        self.ema_updates += 1
+        n = self.ema_updates
+        decay = min(self.tcfg.g_ema, (1 + n) / (10 + n))
+        for pe, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
+            pe.lerp_(p.detach(), 1.0 - decay)
+        for be, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
+            be.copy_(b)
 
     # ------------------------------------------------------------------ one step
     def _finite(self, loss: torch.Tensor, module: torch.nn.Module, check_grads: bool) -> bool:
@@ -192,6 +227,7 @@ class GANStep:
         if self.dist.enabled:
             ddp.broadcast_module(self.G, params=False)
             ddp.broadcast_module(self.D, params=False)
+        self.update_ema()
 
         with torch.no_grad():
             out = {

@@ -149,7 +149,7 @@ class Trainer:
         ts = payload.get("train_state") or {}
         if payload.get("discriminator") is None or "opt_g" not in ts:
             raise TrainingError("checkpoint has no training state (was it exported?)")
-        self.gan.load_state({**payload, "opt_g": ts["opt_g"], "opt_d": ts["opt_d"]})
+        self.gan.load_state({**payload, **ts})
         self.gan.load_scaler_state(ts)
         self.sampler.load_state_dict(ts["sampler"])
         self.step = int(ts["step"])
@@ -180,6 +180,7 @@ class Trainer:
             return None
         state = self.gan.state()
         train_state = {
+            **{k: state[k] for k in ("generator_train", "ema_updates") if k in state},
             "opt_g": state["opt_g"],
             "opt_d": state["opt_d"],
             **self.gan.scaler_state(),
@@ -212,8 +213,7 @@ class Trainer:
         latest = self.checkpoints.latest
         if latest.exists():
             payload = load_checkpoint(latest, map_location=self.device)
-            ts = payload["train_state"]
-            self.gan.load_state({**payload, "opt_g": ts["opt_g"], "opt_d": ts["opt_d"]})
+            self.gan.load_state({**payload, **payload["train_state"]})
             source = f"{latest} (step {payload['step']})"
         else:
             self.gan.load_state(self._last_good)
@@ -242,14 +242,16 @@ class Trainer:
     # ------------------------------------------------------------------ samples
     @torch.no_grad()
     def generate_samples(self) -> torch.Tensor:
-        """G in eval mode (running statistics) on the fixed test sketches and noise."""
-        was_training = self.G.training
-        self.G.eval()
+        """The inference generator (the EMA when on, else G in eval mode: running statistics)
+        on the fixed test sketches and noise."""
+        gen = self.gan.G_ema if self.gan.G_ema is not None else self.G
+        was_training = gen.training
+        gen.eval()
         try:
             sb = self.sample_batch
-            return self.G(sb["sketch"], sb["label"].long(), self.sample_noise).float()
+            return gen(sb["sketch"], sb["label"].long(), self.sample_noise).float()
         finally:
-            self.G.train(was_training)
+            gen.train(was_training)
 
     def write_samples(self) -> Path:
         fake = self.generate_samples()

@@ -87,6 +87,9 @@ def _from_preset(name: str) -> str:
               help="Std of Gaussian noise added to D's targets.")
 @click.option("--flip-labels", type=click.FloatRange(0, 1), default=_L.flip,
               help="Probability of swapping each D target (label flipping).")
+@click.option("--g-ema", type=click.FloatRange(0, 1, max_open=True), default=_T.g_ema,
+              help="Decay of the moving average of G's weights that checkpoints hand to "
+                   "generate/export/serve (0: off).")
 @click.option("--sync-bn", is_flag=True, default=_T.sync_bn,
               help="Under torchrun: all-reduce batch-norm statistics across processes.")
 @click.option("--num-workers", type=click.IntRange(0, 256), default=_T.num_workers,
