@@ -1,4 +1,4 @@
-"""`s2i-fast generate CKPT --sketch a.png --class apple --seed 0 --out DIR`."""
+"""`s2i-fast generate [ARTEFACT] --sketch a.png --class apple --seed 0 --out DIR`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from s2i_fast.engine.backends import BACKENDS
 
 
 @click.command()
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
 @click.option("--sketch", "sketches", type=click.Path(path_type=Path), multiple=True,
               required=True, help="Sketch image (black lines on white; any size, PNG/JPEG).")
 @click.option("--class", "class_name", required=True,
@@ -19,9 +19,10 @@ from s2i_fast.engine.backends import BACKENDS
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True)
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
-def generate(checkpoint: Path, sketches: tuple[Path, ...], class_name: str, seed: int, out: Path,
-             backend: str, device: str | None) -> None:
-    """Turn sketch images into photos with a checkpoint's generator (eval mode)."""
+def generate(checkpoint: Path | None, sketches: tuple[Path, ...], class_name: str, seed: int,
+             out: Path, backend: str, device: str | None) -> None:
+    """Turn sketch images into photos with CHECKPOINT's generator (eval mode; also an .onnx or
+    .plan artefact). Without CHECKPOINT: the demo model shipped with s2i-fast."""
     from PIL import Image
 
     from s2i_fast.data.classes import resolve_class

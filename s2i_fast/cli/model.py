@@ -91,3 +91,25 @@ def init(preset: str, data_root: Path, out: Path, resolution: str, stem: str,
     payload = make_payload(cfg, index.classes, stats, gen.state_dict(), disc.state_dict())
     save_checkpoint(out, payload)
     click.echo(f"wrote {out} ({preset}, {res}x{res}, {len(index.classes)} classes, untrained)")
+
+
+@model.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--fp16/--fp32", default=True, show_default=True,
+              help="Store the generator's floating-point weights in half precision (they are "
+                   "widened back to fp32 on load).")
+def slim(checkpoint: Path, out: Path, fp16: bool) -> None:
+    """Write an inference-only copy of CHECKPOINT: the generator that generate, export and serve
+    use (a training run's moving average when it kept one), its config, classes and
+    statistics; no discriminator, optimiser or training state."""
+    from s2i_fast.checkpoint import checkpoint_meta, load_checkpoint, make_payload, save_checkpoint
+
+    payload = load_checkpoint(checkpoint)
+    cfg, names, stats = checkpoint_meta(payload)
+    gen = {k: (v.half() if fp16 and v.is_floating_point() else v)
+           for k, v in payload["generator"].items()}
+    save_checkpoint(out, make_payload(cfg, names, stats, gen, step=payload.get("step", 0)))
+    n = sum(v.numel() for v in gen.values())
+    click.echo(f"wrote {out} ({n:,d} generator values, {'fp16' if fp16 else 'fp32'}, "
+               f"step {payload.get('step', 0)})")

@@ -93,7 +93,7 @@ class Engine:
     @classmethod
     def load(
         cls,
-        path: str | os.PathLike,
+        path: str | os.PathLike | None = None,
         backend: str = "auto",
         device: str | None = None,
         *,
@@ -102,12 +102,20 @@ class Engine:
         batch_buckets: Sequence[int] = (1, 8, 64),
         hint: str = "latency",
     ) -> Engine:
-        """Open a checkpoint (.pt), an ONNX graph (.onnx) or a TensorRT plan (.plan).
+        """Open a checkpoint (.pt), an ONNX graph (.onnx) or a TensorRT plan (.plan); with no
+        path, the demo model shipped inside the package (s2i_fast/assets/).
 
         precision: None = the artefact's own (openvino on an fp32 graph: fp32, or bf16 where
         the CPU has it natively and measures faster, engine/cpu.py); hint: openvino's
         performance hint, latency or throughput.
         """
+        if path is None:
+            from s2i_fast.assets import default_model_path
+
+            try:
+                path = default_model_path()
+            except CheckpointError as e:
+                raise EngineError(str(e)) from e
         path = Path(path)
         kind = artefact_kind(path)
         if backend == "auto":
