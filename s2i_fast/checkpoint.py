@@ -9,6 +9,7 @@ file raises CheckpointError with one clear line.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import math
 import os
@@ -186,9 +187,8 @@ def _check_state(state: Any, net: type, cfg: ModelConfig, what: str, where: str)
     if not isinstance(state, dict):
         raise CheckpointError(f"{where}: {what} must be a dict of tensors, got "
                               f"{type(state).__name__}")
-    with torch.device("meta"):
-        shapes = net(dataclasses.replace(cfg, impl="ref")).state_dict()
-    expected = {k: tuple(v.shape) for k, v in shapes.items()}
+    ref = dataclasses.replace(cfg, impl="ref")
+    expected = _expected_shapes(net, tuple(sorted(ref.to_dict().items())))
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{where}: {what} must map names to tensors "
@@ -207,6 +207,14 @@ def _check_state(state: Any, net: type, cfg: ModelConfig, what: str, where: str)
     if missing:
         raise CheckpointError(f"{where}: {what} lacks {len(missing)} tensor(s), e.g. "
                               f"{missing[0]}")
+
+
+@functools.lru_cache(maxsize=16)
+def _expected_shapes(net: type, cfg_items: tuple) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a network, built on the meta device (no memory, no RNG)."""
+    with torch.device("meta"):
+        state = net(ModelConfig(**dict(cfg_items))).state_dict()
+    return {k: tuple(v.shape) for k, v in state.items()}
 
 
 def checkpoint_meta(payload: dict) -> tuple[ModelConfig, list[str], PreprocessStats]:
