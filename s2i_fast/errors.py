@@ -18,6 +18,10 @@ class DataError(S2IError):
     """Unreadable or malformed data set, image or info file."""
 
 
+class ImageTooLarge(DataError):
+    """An image over the byte or pixel cap of the image reader (refused before decoding)."""
+
+
 class UnknownClassError(S2IError, LookupError):
     """A class name or id that the model or data set does not have."""
 

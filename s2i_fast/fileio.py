@@ -28,7 +28,7 @@ def _reason(e: OSError) -> str:
     return e.strerror or str(e) or type(e).__name__
 
 
-def _umask() -> int:
+def current_umask() -> int:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
@@ -97,7 +97,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             size = os.fstat(f.fileno()).st_size
             if size != len(data):
                 raise OSError(5, f"wrote {size} of {len(data)} bytes")
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
         check_target(path)  # still not a special file (it may have appeared meanwhile)
         os.replace(tmp, path)
     except OutputError:
@@ -128,6 +128,33 @@ def write_image(path: str | os.PathLike, image, format: str | None = None, **par
     buf = io.BytesIO()
     image.save(buf, format=fmt, **params)
     return write_bytes(path, buf.getvalue())
+
+
+def append_text(path: str | os.PathLike, text: str) -> Path:
+    """Append to a log file (metrics.jsonl): created with the umask, regular files only, the
+    whole line written or OutputError (a line cut by a kill is skipped by its reader)."""
+    path = check_target(path)
+    ensure_dir(path.parent)
+    data = text.encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                     0o666)
+    except OSError as e:
+        raise OutputError(f"could not write {path}: {_reason(e)}") from e
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OutputError(f"could not write {path}: it is not a regular file")
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            if not n:
+                raise OSError(28, "short write (no space left?)")
+            view = view[n:]
+    except OSError as e:
+        raise OutputError(f"could not write {path}: {_reason(e)}") from e
+    finally:
+        os.close(fd)
+    return path
 
 
 def remove_stale_temps(folder: str | os.PathLike, name: str) -> list[Path]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from PIL import Image
 
 from s2i_fast.config import PreprocessStats
 from s2i_fast.data.preprocess import to_uint8_hwc
+from s2i_fast.fileio import append_text, write_bytes, write_image, write_text
 
 LOSS_KEYS = ("loss_d", "loss_g", "d_real", "d_fake", "gp", "ac_d", "g_gan", "ac_g", "l1", "perc",
              "div")
@@ -32,16 +33,13 @@ class MetricsLog:
                     continue  # a line cut by a kill
                 if row.get("step", 0) <= resume_step:
                     self.rows.append(row)
-            tmp = path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
-            os.replace(tmp, path)
+            write_text(path, "".join(json.dumps(r) + "\n" for r in self.rows))
         elif path.exists():
             path.unlink()
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_text(self.path, json.dumps(row) + "\n")
 
 
 def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> None:
@@ -53,7 +51,6 @@ def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> None:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     steps = np.array([r["step"] for r in rows])
 
     def series(key: str) -> np.ndarray | None:
@@ -92,10 +89,10 @@ def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> None:
         if ax.get_lines():
             ax.legend(fontsize=8, ncol=2)
         fig.tight_layout()
-        tmp = out_dir / f".{fname}.tmp.png"
-        fig.savefig(tmp)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
         plt.close(fig)
-        os.replace(tmp, out_dir / fname)
+        write_bytes(out_dir / fname, buf.getvalue())
 
 
 def _nonzero(y: np.ndarray | None) -> bool:
@@ -136,7 +133,4 @@ def save_grid(
     im = Image.fromarray(canvas)
     if zoom > 1:
         im = im.resize((im.width * zoom, im.height * zoom), Image.Resampling.NEAREST)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    im.save(tmp)
-    os.replace(tmp, path)
+    write_image(path, im)

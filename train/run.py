@@ -22,10 +22,11 @@ from typing import Any
 
 import torch
 
+from s2i_fast.checkpoint import check_model_config, checkpoint_meta
 from s2i_fast.config import ModelConfig, PreprocessStats
 from s2i_fast.data.classes import parse_class_spec
 from s2i_fast.errors import CheckpointError, DataError
-from s2i_fast.fileio import write_json
+from s2i_fast.fileio import ensure_dir, write_json
 from s2i_fast.train import distributed as ddp
 from s2i_fast.train.checkpoints import RunCheckpoints
 from s2i_fast.train.config import TrainConfig
@@ -35,13 +36,49 @@ from s2i_fast.train.trainer import Trainer, TrainingError
 def resolve_device(name: str, dist_info: ddp.DistInfo | None = None) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise TrainingError(f"--device {name!r}: not a device; use auto, cpu, cuda or "
+                            "cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise TrainingError(f"--device {name!r}: training runs on auto, cpu, cuda or cuda:N")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise TrainingError(f"--device {name}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise TrainingError(f"--device {name}: this machine has "
+                                f"{torch.cuda.device_count()} CUDA device(s)")
         if dist_info is not None and dist_info.enabled and dev.index is None:
             dev = torch.device("cuda", dist_info.local_rank)
     return dev
+
+
+def read_run_config(path: Path) -> tuple[dict[str, Any], TrainConfig, ModelConfig]:
+    """A run folder's config.json -> (the dict, TrainConfig, ModelConfig); CheckpointError
+    naming the file and the fault (unreadable, not JSON, a missing or malformed part)."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") \
+            from None
+    except ValueError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(saved).__name__}")
+    for key in ("train", "model", "data"):
+        if not isinstance(saved.get(key), dict):
+            raise CheckpointError(f"{path}: lacks the '{key}' section; not a run's config.json")
+    data = saved["data"]
+    if not isinstance(data.get("root"), str) or not isinstance(data.get("classes"), list) or \
+            not all(isinstance(c, str) for c in data["classes"]):
+        raise CheckpointError(f"{path}: 'data' needs a root (str) and classes (list of str)")
+    mcfg = check_model_config(saved["model"], f"{path}")
+    try:
+        tcfg = TrainConfig.from_dict(saved["train"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: 'train': {str(e).splitlines()[0]}") from None
+    return saved, tcfg, mcfg
 
 
 def pick_sample_indices(labels: list[int], n: int) -> list[int]:
@@ -109,6 +146,8 @@ def run_training(opts: dict[str, Any], explicit: set[str]) -> int:
     ModelConfig); `explicit` names the ones the user typed (what --resume may change)."""
     t_start = time.perf_counter()
     device_name = opts["device"]
+    if device_name != "auto":
+        resolve_device(device_name)  # a bad --device is one line before anything starts
     dev_type = "cuda" if device_name.startswith("cuda") or (
         device_name == "auto" and torch.cuda.is_available()
     ) else "cpu"
@@ -127,12 +166,18 @@ def _run(opts: dict[str, Any], explicit: set[str], dist_info: ddp.DistInfo, t_st
         cfg_path = run_dir / "config.json"
         if not cfg_path.is_file():
             raise CheckpointError(f"{run_dir}: not a run folder (no config.json)")
-        saved = json.loads(cfg_path.read_text())
+        saved, tcfg, mcfg = read_run_config(cfg_path)
         ckpts = RunCheckpoints(run_dir / "checkpoints")
         for stale in ckpts.clean_stale_temps():
             say(f"removed {stale.name}, a checkpoint write cut short")
         ckpt_path, payload = ckpts.newest(notice=say)
-        tcfg = TrainConfig.from_dict(saved["train"])
+        ckpt_cfg = checkpoint_meta(payload)[0]
+        mine = {k: v for k, v in mcfg.to_dict().items() if k != "impl"}
+        theirs = {k: v for k, v in ckpt_cfg.to_dict().items() if k != "impl"}
+        if mine != theirs:
+            diff = ", ".join(f"{k} {theirs[k]!r} (config.json: {mine[k]!r})"
+                             for k in mine if mine[k] != theirs.get(k))
+            raise CheckpointError(f"{ckpt_path}: its model is not the run's: {diff}")
         allowed = ("steps", "sample_every", "ckpt_every", "num_workers", "device", "keep")
         for key in allowed:
             if key in explicit and opts.get(key) is not None:
@@ -141,7 +186,6 @@ def _run(opts: dict[str, Any], explicit: set[str], dist_info: ddp.DistInfo, t_st
         if ignored:
             names = ", ".join("--" + k.replace("_", "-") for k in ignored)
             say(f"ignoring {names} on --resume: the run's config.json fixes them")
-        mcfg = ModelConfig.from_dict(saved["model"])
         data = saved["data"]
         root, classes = Path(data["root"]), list(data["classes"])
         stats = PreprocessStats.from_dict(payload["preprocess"])
@@ -203,10 +247,7 @@ def _run(opts: dict[str, Any], explicit: set[str], dist_info: ddp.DistInfo, t_st
         raise DataError(f"{root}: classes differ from the checkpoint's; cannot resume")
 
     if dist_info.is_main:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise CheckpointError(f"cannot create run folder {run_dir}: {e.strerror or e}") from e
+        ensure_dir(run_dir)
         if payload is None:
             write_json(run_dir / "config.json", {
                 "train": tcfg.to_dict(),

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from s2i_fast.checkpoint import load_checkpoint, make_payload
 from s2i_fast.config import ModelConfig, PreprocessStats
 from s2i_fast.errors import OutputError, S2IError
+from s2i_fast.fileio import ensure_dir
 from s2i_fast.train import distributed as ddp
 from s2i_fast.train.checkpoints import RunCheckpoints
 from s2i_fast.train.config import TrainConfig
@@ -281,7 +282,7 @@ class Trainer:
         first_call = not self._started
         self._started = True
         if self.dist.is_main and self.metrics is None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ensure_dir(self.run_dir)
             self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.resumed_from)
         if self._rng_to_restore is not None:
             set_rng_state(self._rng_to_restore)
@@ -336,7 +337,8 @@ class Trainer:
         path = self.save(reason=f"interrupted by {self.stop_signal}" if self.stop_signal else "")
         elapsed = time.perf_counter() - t0
         if self.dist.is_main:
-            if not self.stop_signal and tc.sample_every > 0 and self.step % tc.sample_every:
+            # sample_every 0: one grid at the end; else the end's, unless just written
+            if not self.stop_signal and (tc.sample_every == 0 or self.step % tc.sample_every):
                 self.write_samples()
             write_plots(self.metrics.rows, self.run_dir / "plots")
         done = self.step - start_step

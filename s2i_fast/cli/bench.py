@@ -96,6 +96,10 @@ def bench(
     from s2i_fast.bench.cpu import generator_flops, main_precision, matmul_ceiling
     from s2i_fast.bench.engines import add_speedups, time_engine
 
+    if csv_path is not None:  # a device or folder there is refused before any timing
+        from s2i_fast.fileio import check_target
+
+        check_target(csv_path)
     if threads:
         torch.set_num_threads(threads)
     if artefact is None:
@@ -199,9 +203,9 @@ def _int8_graph(gen, names, stats, data_root: Path | None) -> Path:  # noqa: ANN
     model = quantize_int8(export_generator(gen, names, stats, batch=None), calib)
     tmp = tempfile.mkdtemp(prefix="s2i-bench-int8-")
     atexit.register(shutil.rmtree, tmp, True)
-    path = Path(tmp) / "int8.onnx"
-    path.write_bytes(model.SerializeToString())
-    return path
+    from s2i_fast.fileio import write_bytes
+
+    return write_bytes(Path(tmp) / "int8.onnx", model.SerializeToString())
 
 
 def _check_ran(label: str, asked: str | None, engine) -> None:  # noqa: ANN001

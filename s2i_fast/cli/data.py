@@ -23,6 +23,7 @@ def _one_line_errors(fn):
             return fn(*args, **kwargs)
         except DataError as e:
             raise click.ClickException(str(e)) from e
+        # OutputError (and every other S2IError) reaches the CLI's one-line handler
 
     return wrapper
 
@@ -41,15 +42,15 @@ def data() -> None:
     show_default=True,
     help="Number of object classes (the first N of the built-in list).",
 )
-@click.option("--photos-per-class", type=click.IntRange(1, None),
+@click.option("--photos-per-class", type=click.IntRange(1, D.MAX_PHOTOS_PER_CLASS),
               default=D.DEFAULT_PHOTOS_PER_CLASS, show_default=True)
-@click.option("--sketches-per-photo", type=click.IntRange(1, None),
+@click.option("--sketches-per-photo", type=click.IntRange(1, D.MAX_SKETCHES_PER_PHOTO),
               default=D.DEFAULT_SKETCHES_PER_PHOTO, show_default=True)
-@click.option("--seed", type=int, default=D.DEFAULT_SEED, show_default=True,
-              help="Same seed, same bytes.")
+@click.option("--seed", type=click.IntRange(0, D.MAX_SEED), default=D.DEFAULT_SEED,
+              show_default=True, help="Same seed, same bytes.")
 @click.option(
     "--size",
-    type=click.IntRange(32, 1024),
+    type=click.IntRange(32, D.MAX_SIZE),
     default=D.DEFAULT_SIZE,
     show_default=True,
     help="Photo and sketch size in pixels.",
@@ -146,7 +147,8 @@ def sketchify(photos: Path, out: Path, method: str, size: int, skip_bad: bool, q
     show_default=True,
     help="Seeded split when there is no info/testset.txt.",
 )
-@click.option("--split-seed", type=int, default=D.DEFAULT_SEED, show_default=True)
+@click.option("--split-seed", type=click.IntRange(0, D.MAX_SEED), default=D.DEFAULT_SEED,
+              show_default=True)
 @click.option("--skip-bad", is_flag=True, help="Count broken entries instead of stopping.")
 @_one_line_errors
 def info(

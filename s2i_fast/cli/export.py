@@ -119,6 +119,11 @@ def export(
         if graph_precision not in ("fp32", precision):
             raise click.UsageError(f"--{graph_precision} graph and --precision {precision} differ; "
                                    "--trt builds in --precision from the fp32 or that graph")
+    from s2i_fast.fileio import check_target
+
+    for target in (onnx_out, trt_out):  # a device or folder there is refused before any work
+        if target is not None:
+            check_target(target)
     payload = load_checkpoint(checkpoint)
     gen, class_names, stats = load_generator(payload, device="cpu")
     kwargs = dict(raw=raw, batch=None if dynamic_batch else batch, opset=opset, exporter=exporter,

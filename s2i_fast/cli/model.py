@@ -69,7 +69,7 @@ def summary(preset: str, resolution: str, num_classes: int, stem: str, as_json: 
               default=str(_M.resolution), show_default=True)
 @click.option("--stem", type=click.Choice(STEMS), default=_M.stem, show_default=True)
 @click.option("--classes", default=None, help="Class subset: comma-separated names or a count.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
 def init(preset: str, data_root: Path, out: Path, resolution: str, stem: str,
          classes: str | None, seed: int) -> None:
     """Write an untrained checkpoint for a data set's classes and statistics."""
@@ -79,8 +79,10 @@ def init(preset: str, data_root: Path, out: Path, resolution: str, stem: str,
     from s2i_fast.data.classes import parse_class_spec
     from s2i_fast.data.sketchy import scan_sketchy
     from s2i_fast.data.stats import dataset_stats
+    from s2i_fast.fileio import check_target
     from s2i_fast.model import Discriminator, Generator
 
+    check_target(out)  # a device or folder at --out is refused before any work
     index = scan_sketchy(data_root, classes=parse_class_spec(classes))
     res = int(resolution)
     stats = dataset_stats(index, resolution=res)

@@ -23,6 +23,11 @@ DEFAULT_SEED = 0
 DEFAULT_SIZE = 256
 DEFAULT_EDGE_METHOD = "xdog"
 DEFAULT_TEST_FRACTION = 0.1
+# bounds of `data synth`: what a person could mean (Sketchy has about 100 photos per class)
+MAX_PHOTOS_PER_CLASS = 100_000
+MAX_SKETCHES_PER_PHOTO = 1000
+MAX_SIZE = 1024
+MAX_SEED = 2**64 - 1  # seeds of numpy's SeedSequence (any int >= 0); 64 bits is plenty
 
 _LAZY = {
     "SketchRecord": "s2i_fast.data.sketchy",

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 from s2i_fast.data import DEFAULT_EDGE_METHOD, DEFAULT_SIZE
 from s2i_fast.data.preprocess import load_image
 from s2i_fast.data.sketchy import DEFAULT_VARIANT, IMAGE_EXTS, INVALID_LISTS
-from s2i_fast.errors import DataError
+from s2i_fast.errors import DataError, OutputError
+from s2i_fast.fileio import current_umask, ensure_dir, write_image, write_text
 
 METHODS = ("xdog", "canny")
 MARKER = ".s2i-fast-sketchify.json"
@@ -208,9 +209,12 @@ def sketchify(
     classes = find_photos(photos)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: exists and is not empty; choose another folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)
+    ensure_dir(out.parent)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp.chmod(0o777 & ~current_umask())
+    except OSError as e:
+        raise OutputError(f"could not write {out}: {e.strerror or e}") from e
     skipped: dict[str, str] = {}
     written = 0
     try:
@@ -219,8 +223,8 @@ def sketchify(
         for cls, paths in classes.items():
             pdir = tmp / "photo" / DEFAULT_VARIANT / cls
             sdir = tmp / "sketch" / DEFAULT_VARIANT / cls
-            pdir.mkdir(parents=True)
-            sdir.mkdir(parents=True)
+            ensure_dir(pdir)
+            ensure_dir(sdir)
             class_dir = photos / cls if (photos / cls).is_dir() else photos
             used: set[str] = set()
             for path in paths:
@@ -234,8 +238,8 @@ def sketchify(
                     continue
                 im = im.resize((size, size), Image.Resampling.LANCZOS)
                 pid = _photo_id(path, class_dir, used)
-                im.save(pdir / f"{pid}.jpg", quality=95)
-                Image.fromarray(sketch_from_photo(im, method), mode="L").save(sdir / f"{pid}-1.png")
+                write_image(pdir / f"{pid}.jpg", im, quality=95)
+                write_image(sdir / f"{pid}-1.png", sketch_from_photo(im, method))
                 written += 1
             if not any(pdir.iterdir()):  # every photo of the class was unreadable
                 shutil.rmtree(pdir)
@@ -244,9 +248,9 @@ def sketchify(
         if written == 0:
             raise DataError(f"{photos}: no readable photos")
         info = tmp / "info"
-        info.mkdir()
+        ensure_dir(info)
         for k in INVALID_LISTS:
-            (info / f"invalid-{k}.txt").write_text("")
+            write_text(info / f"invalid-{k}.txt", "")
         meta = {
             "source": str(photos.resolve()),
             "method": method,
@@ -255,10 +259,12 @@ def sketchify(
             "photos": written,
             "skipped": skipped,
         }
-        (tmp / MARKER).write_text(json.dumps(meta, indent=1) + "\n")
+        write_text(tmp / MARKER, json.dumps(meta, indent=1) + "\n")
         if out.exists():
             out.rmdir()
         os.rename(tmp, out)
+    except OSError as e:  # the final renames (every file went through s2i_fast.fileio)
+        raise OutputError(f"could not write {out}: {e.strerror or e}") from e
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -96,19 +95,6 @@ def stats_cache_path(index: SketchyIndex, resolution: int, key: str | None = Non
     if os.access(index.root, os.W_OK) and (not local.exists() or os.access(local, os.W_OK)):
         return local / name
     return _user_cache_dir() / name
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_cache(path: Path) -> PreprocessStats | None:
@@ -195,11 +181,14 @@ def dataset_stats(
             "skipped": bad,
             "stats": stats.to_dict(),
         }
+        from s2i_fast.errors import OutputError
+        from s2i_fast.fileio import write_json
+
         try:
-            _write_json_atomic(path, record)
-        except OSError:
+            write_json(path, record)
+        except OutputError:
             try:
-                _write_json_atomic(_user_cache_dir() / path.name, record)
-            except OSError:
+                write_json(_user_cache_dir() / path.name, record)
+            except OutputError:
                 pass  # a cache we cannot write only costs time
     return stats

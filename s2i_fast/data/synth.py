@@ -27,9 +27,14 @@ from s2i_fast.data import (
     DEFAULT_SEED,
     DEFAULT_SIZE,
     DEFAULT_SKETCHES_PER_PHOTO,
+    MAX_PHOTOS_PER_CLASS,
+    MAX_SEED,
+    MAX_SIZE,
+    MAX_SKETCHES_PER_PHOTO,
 )
 from s2i_fast.data.shapes import CLASSES, FLIPPABLE, Part
-from s2i_fast.errors import DataError
+from s2i_fast.errors import DataError, OutputError
+from s2i_fast.fileio import current_umask, ensure_dir, write_image, write_text
 
 VARIANT = "tx_000000000000"
 MARKER = ".s2i-fast-synth.json"  # written last: a set without it is incomplete
@@ -341,13 +346,22 @@ def synthesize(
     """
     out = Path(out).expanduser()
     names = class_names(classes)
-    if photos_per_class < 1 or sketches_per_photo < 1 or size < 32:
-        raise DataError("synth: photos_per_class and sketches_per_photo must be >= 1, size >= 32")
+    for name, value, hi in (("photos_per_class", photos_per_class, MAX_PHOTOS_PER_CLASS),
+                            ("sketches_per_photo", sketches_per_photo, MAX_SKETCHES_PER_PHOTO),
+                            ("size", size, MAX_SIZE), ("seed", seed, MAX_SEED)):
+        lo = 32 if name == "size" else 0 if name == "seed" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            shown = value if isinstance(value, int) and value.bit_length() < 100 else "too large"
+            raise DataError(f"synth: {name} must be a whole number from {lo} to {hi}, got "
+                            f"{shown}")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
         raise DataError(f"{out}: exists and is not a synthesized data set; choose another folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)
+    ensure_dir(out.parent)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp.chmod(0o777 & ~current_umask())
+    except OSError as e:
+        raise OutputError(f"could not write {out}: {e.strerror or e}") from e
     try:
         _write_set(tmp, names, photos_per_class, sketches_per_photo, seed, size, progress)
         params = {
@@ -358,7 +372,7 @@ def synthesize(
             "seed": seed,
             "size": size,
         }
-        (tmp / MARKER).write_text(json.dumps(params, indent=1) + "\n")
+        write_text(tmp / MARKER, json.dumps(params, indent=1) + "\n")
         if out.exists() and not replace and (out / MARKER).exists():
             return out
         if out.exists():
@@ -368,6 +382,8 @@ def synthesize(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, out)
+    except OSError as e:  # the final renames (every file went through s2i_fast.fileio)
+        raise OutputError(f"could not write {out}: {e.strerror or e}") from e
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -389,8 +405,8 @@ def _write_set(
     for cls in names:
         ci = list(CLASSES).index(cls)
         pdir, sdir = root / "photo" / VARIANT / cls, root / "sketch" / VARIANT / cls
-        pdir.mkdir(parents=True)
-        sdir.mkdir(parents=True)
+        ensure_dir(pdir)
+        ensure_dir(sdir)
         split_rng = np.random.default_rng([seed, ci, 1_000_003])
         n_test = max(1, int(round(0.1 * n_photos))) if n_photos >= 3 else 0
         test_idx = set(split_rng.permutation(n_photos)[:n_test].tolist())
@@ -399,7 +415,7 @@ def _write_set(
             pid = f"{cls}_{pi:04d}"
             masks = [_mask(p, tf, size) for p in parts]  # shared by the photo and its sketches
             photo = render_photo(parts, tf, rng, size, masks)
-            Image.fromarray(photo).save(pdir / f"{pid}.jpg", quality=92)
+            write_image(pdir / f"{pid}.jpg", photo, quality=92)
             if pi in test_idx:
                 testset.append(f"{cls}/{pid}.jpg")
             for n in range(1, n_sketches + 1):
@@ -413,7 +429,7 @@ def _write_set(
                     else "normal"
                 )
                 sk = render_sketch(parts, tf, srng, size, kind, masks)
-                Image.fromarray(sk, mode="L").save(sdir / f"{pid}-{n}.png")
+                write_image(sdir / f"{pid}-{n}.png", sk)
                 if kind == "scribble":
                     invalid["error"].append(f"{pid}-{n}")
                 elif kind == "partial":
@@ -421,7 +437,7 @@ def _write_set(
             bar.update(1)
     bar.close()
     info = root / "info"
-    info.mkdir()
+    ensure_dir(info)
     for k, ids in invalid.items():
-        (info / f"invalid-{k}.txt").write_text("".join(f"{i}\n" for i in ids))
-    (info / "testset.txt").write_text("".join(f"{t}\n" for t in testset))
+        write_text(info / f"invalid-{k}.txt", "".join(f"{i}\n" for i in ids))
+    write_text(info / "testset.txt", "".join(f"{t}\n" for t in testset))

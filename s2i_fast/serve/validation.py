@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import re
 from dataclasses import dataclass
@@ -89,35 +88,21 @@ def parse_seeds(seed: Any, n: Any, max_variations: int) -> tuple[int, ...]:
 def decode_sketch(data: bytes, resolution: int, max_pixels: int) -> np.ndarray:
     """PNG/JPEG/WebP bytes -> uint8 [R, R] with the training preprocessing.
 
-    The header is read first, so an oversized image is refused before it is decoded.
+    The project's one image reader (s2i_fast.data.preprocess.load_image) decodes it: the
+    header is read first, so an oversized image is refused before it is decoded.
     """
-    from PIL import Image
-
     from s2i_fast.data.preprocess import load_image, sketch_to_uint8
-    from s2i_fast.errors import DataError
+    from s2i_fast.errors import DataError, ImageTooLarge
 
     if not data:
         raise RequestError(422, "the sketch is empty (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as im:  # reads the header only
-            fmt, (width, height) = im.format, im.size
-    except Exception:  # noqa: BLE001 - Pillow raises several types for foreign bytes
-        raise RequestError(400, "the sketch is not an image: its bytes are not PNG, JPEG "
-                                "or WebP") from None
-    if fmt not in IMAGE_FORMATS:
-        raise RequestError(400, f"the sketch is {fmt}; send PNG, JPEG or WebP")
-    if width * height > max_pixels:
-        raise RequestError(413, f"the sketch is {width}x{height} = {width * height} pixels; "
-                                f"the limit is {max_pixels}")
-    try:
-        im = load_image(io.BytesIO(data), "L")
+        im = load_image(data, "L", max_pixels=max_pixels, formats=IMAGE_FORMATS,
+                        name="the sketch")
+    except ImageTooLarge as e:
+        raise RequestError(413, str(e)) from None
     except DataError as e:
-        cause = e.__cause__ or e
-        raise RequestError(400, f"the sketch {fmt} is damaged or truncated "
-                                f"({type(cause).__name__}: {cause})") from None
-    except Exception as e:  # noqa: BLE001 - e.g. SyntaxError, struct.error from broken chunks
-        raise RequestError(400, f"the sketch {fmt} is damaged or truncated "
-                                f"({type(e).__name__}: {e})") from None
+        raise RequestError(400, str(e)) from None
     return sketch_to_uint8(im, resolution)
 
 
