@@ -102,7 +102,7 @@ def test_generate_corrupt_sketch(tmp_path, ckpt):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     out = run_cli("generate", ckpt, "--sketch", bad, "--class", "apple", "--out", tmp_path)
-    assert_one_line_error(out, "bad.png", "unreadable image")
+    assert_one_line_error(out, "bad.png", "not an image")
 
 
 def test_generate_missing_sketch_and_checkpoint(tmp_path, ckpt):

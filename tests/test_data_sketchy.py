@@ -243,7 +243,7 @@ def test_corrupt_file_named_and_counted(sketchy: Path) -> None:
     with pytest.warns(UserWarning, match="skipping"):
         item = ds_skip[3]
     assert item["index"] == 4 and list(ds_skip.bad) == [str(bad)]
-    with pytest.raises(DataError, match="unreadable image"):
+    with pytest.raises(DataError, match="not an image"):
         dataset_stats(idx, cache=False, progress=False)
     skip_idx = scan_sketchy(sketchy, skip_bad=True)
     stats = dataset_stats(skip_idx, cache=False, progress=False)  # skip_bad follows the index
