@@ -13,7 +13,6 @@ import functools
 import io
 import math
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import torch
 
 from s2i_fast.config import WIDTH_PRESETS, ModelConfig, PreprocessStats
 from s2i_fast.errors import CheckpointError
-from s2i_fast.fileio import write_bytes
+from s2i_fast.fileio import file_kind, write_bytes
 
 FORMAT = "s2i-fast-checkpoint"
 VERSION = 1
@@ -71,10 +70,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise CheckpointError(f"{path}: is a folder, expected a checkpoint file")
-    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-        raise CheckpointError(f"{path}: not a regular file, expected a checkpoint file")
+    kind = file_kind(st.st_mode)  # a FIFO or device would block or never end
+    if kind:
+        raise CheckpointError(f"{path}: is {kind}, expected a checkpoint file")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, pickle garbage, foreign formats

@@ -40,6 +40,35 @@ def current_umask() -> int:
     return old
 
 
+def file_kind(mode: int) -> str | None:
+    """None for a regular file; otherwise what it is ("a named pipe", ...), for messages that
+    refuse to read or replace it."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def temp_dir_beside(target: str | os.PathLike) -> Path:
+    """A fresh staging folder next to `target` (same file system, so it can be renamed into
+    place), with the usual 0777-minus-umask permissions; OutputError naming the target."""
+    target = Path(target)
+    ensure_dir(target.parent)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        tmp.chmod(0o777 & ~current_umask())
+    except OSError as e:
+        raise OutputError(f"could not write {target}: {_reason(e)}") from e
+    return tmp
+
+
 def ensure_dir(path: str | os.PathLike) -> Path:
     """Create a folder (and its parents) or accept an existing one; OutputError otherwise."""
     path = Path(path)

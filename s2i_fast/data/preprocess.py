@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import warnings
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 from PIL import Image
 
 from s2i_fast.config import PreprocessStats
+from s2i_fast.fileio import file_kind
 
 # The one reader of user images (sketches, photos; files, bytes or file objects).
 MAX_IMAGE_BYTES = 64 * 2**20  # a file larger than this is refused before it is read
@@ -48,7 +48,7 @@ def read_image_bytes(path, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:  # noqa: 
         raise DataError(f"{path}: no such file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    kind = _file_kind(st.st_mode)
+    kind = file_kind(st.st_mode)
     if kind:
         raise DataError(f"{path}: is {kind}, not an image file")
     if st.st_size > max_bytes:
@@ -59,7 +59,7 @@ def read_image_bytes(path, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:  # noqa: 
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
-        kind = _file_kind(os.fstat(fd).st_mode)
+        kind = file_kind(os.fstat(fd).st_mode)
         if kind:
             raise DataError(f"{path}: is {kind}, not an image file")
         with os.fdopen(fd, "rb", closefd=False) as f:
@@ -73,18 +73,16 @@ def read_image_bytes(path, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:  # noqa: 
     return data
 
 
-def _file_kind(mode: int) -> str | None:
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
+def check_pixels(width: int, height: int, where: str, max_pixels: int = MAX_IMAGE_PIXELS,
+                 what: str = "the image") -> None:
+    """DataError for an image without pixels, ImageTooLarge above the pixel cap."""
+    from s2i_fast.errors import DataError, ImageTooLarge
+
+    if width < 1 or height < 1:
+        raise DataError(f"{where}: {what} has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{where}: {width}x{height} = {width * height} pixels; the limit "
+                            f"is {max_pixels}")
 
 
 def load_image(source, mode: str, *, max_bytes: int = MAX_IMAGE_BYTES,  # noqa: ANN001
@@ -126,7 +124,7 @@ def load_image(source, mode: str, *, max_bytes: int = MAX_IMAGE_BYTES,  # noqa: 
 def decode_image(data: bytes, mode: str, where: str, *, max_pixels: int = MAX_IMAGE_PIXELS,
                  formats: tuple[str, ...] = IMAGE_FORMATS) -> Image.Image:
     """Image bytes -> 'L' or 'RGB' (see load_image); DataError naming `where` otherwise."""
-    from s2i_fast.errors import DataError, ImageTooLarge
+    from s2i_fast.errors import DataError
 
     try:
         with warnings.catch_warnings():
@@ -141,11 +139,7 @@ def decode_image(data: bytes, mode: str, where: str, *, max_pixels: int = MAX_IM
     try:
         if fmt not in formats:
             raise DataError(f"{where}: the image is {fmt}; expected {', '.join(formats)}")
-        if width < 1 or height < 1:
-            raise DataError(f"{where}: the {fmt} image has no pixels ({width}x{height})")
-        if width * height > max_pixels:
-            raise ImageTooLarge(f"{where}: {width}x{height} = {width * height} pixels; the limit "
-                            f"is {max_pixels}")
+        check_pixels(width, height, where, max_pixels, what=f"the {fmt} image")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)

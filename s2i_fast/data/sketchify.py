@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from s2i_fast.data import DEFAULT_EDGE_METHOD, DEFAULT_SIZE
 from s2i_fast.data.preprocess import load_image
 from s2i_fast.data.sketchy import DEFAULT_VARIANT, IMAGE_EXTS, INVALID_LISTS
 from s2i_fast.errors import DataError, OutputError
-from s2i_fast.fileio import current_umask, ensure_dir, write_image, write_text
+from s2i_fast.fileio import ensure_dir, temp_dir_beside, write_image, write_text
 
 METHODS = ("xdog", "canny")
 MARKER = ".s2i-fast-sketchify.json"
@@ -209,12 +208,7 @@ def sketchify(
     classes = find_photos(photos)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: exists and is not empty; choose another folder")
-    ensure_dir(out.parent)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        tmp.chmod(0o777 & ~current_umask())
-    except OSError as e:
-        raise OutputError(f"could not write {out}: {e.strerror or e}") from e
+    tmp = temp_dir_beside(out)
     skipped: dict[str, str] = {}
     written = 0
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ from s2i_fast.data import (
 )
 from s2i_fast.data.shapes import CLASSES, FLIPPABLE, Part
 from s2i_fast.errors import DataError, OutputError
-from s2i_fast.fileio import current_umask, ensure_dir, write_image, write_text
+from s2i_fast.fileio import ensure_dir, temp_dir_beside, write_image, write_text
 
 VARIANT = "tx_000000000000"
 MARKER = ".s2i-fast-synth.json"  # written last: a set without it is incomplete
@@ -356,12 +355,7 @@ def synthesize(
                             f"{shown}")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
         raise DataError(f"{out}: exists and is not a synthesized data set; choose another folder")
-    ensure_dir(out.parent)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        tmp.chmod(0o777 & ~current_umask())
-    except OSError as e:
-        raise OutputError(f"could not write {out}: {e.strerror or e}") from e
+    tmp = temp_dir_beside(out)
     try:
         _write_set(tmp, names, photos_per_class, sketches_per_photo, seed, size, progress)
         params = {

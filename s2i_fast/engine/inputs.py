@@ -22,14 +22,13 @@ def _is_pil(x: Any) -> bool:
 def _one_array(x: Any, resolution: int, where: str) -> np.ndarray:
     """One sketch (PIL, numpy or torch) -> uint8 [N, R, R]."""
     if _is_pil(x):
-        from s2i_fast.data.preprocess import MAX_IMAGE_PIXELS, sketch_to_uint8
+        from s2i_fast.data.preprocess import check_pixels, sketch_to_uint8
+        from s2i_fast.errors import DataError
 
-        w, h = x.size
-        if w < 1 or h < 1:
-            raise EngineError(f"{where}: the image has no pixels ({w}x{h})")
-        if w * h > MAX_IMAGE_PIXELS:
-            raise EngineError(f"{where}: {w}x{h} = {w * h} pixels; the limit is "
-                              f"{MAX_IMAGE_PIXELS}")
+        try:
+            check_pixels(*x.size, where)
+        except DataError as e:
+            raise EngineError(str(e)) from None
         try:
             return sketch_to_uint8(x, resolution)[None]  # [1, R, R]
         except (OSError, ValueError) as e:  # a lazily loaded image whose file is damaged
