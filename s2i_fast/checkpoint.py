@@ -137,6 +137,9 @@ def validate_payload(payload: Any, where: str = "checkpoint") -> None:
     _check_state(payload["generator"], Generator, cfg, "generator", where)
     if payload.get("discriminator") is not None:
         _check_state(payload["discriminator"], Discriminator, cfg, "discriminator", where)
+    trained = (payload.get("train_state") or {}).get("generator_train")  # kept by --g-ema
+    if trained is not None:
+        _check_state(trained, Generator, cfg, "train_state.generator_train", where)
 
 
 def check_model_config(d: Any, where: str = "checkpoint") -> ModelConfig:

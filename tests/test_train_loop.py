@@ -183,6 +183,15 @@ def test_g_ema_is_the_checkpointed_generator_and_resumes_exactly(data, tmp_path)
             assert torch.equal(ema[k], v), k
     for k, v in full.G.state_dict().items():
         assert torch.equal(v, trained[k]), k
+    # the trained G is validated like the inference one before a resume uses it
+    from s2i_fast.checkpoint import save_checkpoint
+    from s2i_fast.errors import CheckpointError
+
+    bad = {**payload, "train_state": {**payload["train_state"], "generator_train":
+                                      {**trained, next(iter(params)): torch.zeros(1)}}}
+    save_checkpoint(tmp_path / "bad.pt", bad)
+    with pytest.raises(CheckpointError, match="generator_train"):
+        load_checkpoint(tmp_path / "bad.pt")
     # generate/export/serve read "generator": the EMA
     from s2i_fast.checkpoint import load_generator
 
