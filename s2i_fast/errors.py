@@ -42,3 +42,7 @@ class BackendUnavailable(EngineError):
     """A requested backend's package or device is missing (message names what to install)."""
 
     exit_code = 2
+
+
+class ClassifierError(S2IError):
+    """Missing, truncated or foreign classifier file."""
