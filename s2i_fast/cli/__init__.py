@@ -2,13 +2,14 @@
 
 One module per command in this package, the top layer (docs/architecture.md): a command may
 use anything below it, nothing below imports a command.
-    data      s2i_fast.cli.data:data          synth, sketchify, info
-    model     s2i_fast.cli.model:model        summary, init
-    generate  s2i_fast.cli.generate:generate
-    train     s2i_fast.cli.train:train
-    export    s2i_fast.cli.export:export
-    bench     s2i_fast.cli.bench:bench
-    serve     s2i_fast.cli.serve:serve
+    data       s2i_fast.cli.data:data                synth, sketchify, info
+    model      s2i_fast.cli.model:model              summary, init
+    generate   s2i_fast.cli.generate:generate
+    train      s2i_fast.cli.train:train
+    export     s2i_fast.cli.export:export
+    bench      s2i_fast.cli.bench:bench
+    serve      s2i_fast.cli.serve:serve
+    classifier s2i_fast.cli.classifier:classifier    train
 Errors derived from S2IError print as one line (click.ClickException); no tracebacks.
 """
 
@@ -29,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("s2i_fast.cli.export:export", "Export a checkpoint to ONNX or a TensorRT engine."),
     "bench": ("s2i_fast.cli.bench:bench", "Time every backend side by side."),
     "serve": ("s2i_fast.cli.serve:serve", "Serve the drawing page and the HTTP API."),
+    "classifier": ("s2i_fast.cli.classifier:classifier",
+                   "Train the photo classifier that evaluation uses."),
 }
 
 
