@@ -256,7 +256,7 @@ def test_cli_classifier_train_writes_the_file_and_prints_the_line(tiny_set, tmp_
                                                                   one_thread):
     out = tmp_path / "sub" / "clf.pt"
     main(["classifier", "train", "--data", str(tiny_set), "--out", str(out), "--epochs", "2",
-          "--seed", "1", "--quiet"])
+          "--seed", "1", "--threads", "1", "--quiet"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     index = scan_sketchy(tiny_set)
     n_train, n_test = (len({r.photo_path for r in s}) for s in (index.train, index.test))

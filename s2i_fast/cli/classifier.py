@@ -39,13 +39,20 @@ def _check_out(out: Path) -> None:
 @click.option("--resolution", type=click.Choice([str(r) for r in RESOLUTIONS]), default="64",
               show_default=True, help="Photos are read at this size (generated images are "
                                       "resized to it when they differ).")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="CPU threads for torch  [default: torch's, one per core]. The network is "
+                   "small: on a machine busy with other work, 1 is often much faster.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(data_root: Path, out: Path, epochs: int | None, seed: int, resolution: str,
-          quiet: bool) -> None:
+          threads: int | None, quiet: bool) -> None:
     """Train a small CNN on the data set's photos and write it to --out."""
+    import torch
+
     from s2i_fast.eval.classifier import DEFAULT_EPOCHS, save_classifier, train_classifier
 
     _check_out(out)
+    if threads:
+        torch.set_num_threads(threads)
     model, info = train_classifier(data_root, resolution=int(resolution),
                                    epochs=epochs or DEFAULT_EPOCHS, seed=seed,
                                    progress=not quiet)
