@@ -7,6 +7,7 @@ sketches uint8 [N, H, W], black strokes (0) on white (255). Wrong shapes raise V
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -90,7 +91,9 @@ def frechet_distance(f1, f2) -> float:  # noqa: ANN001
     mu2, s2 = _gaussian(f2, "f2")
     if mu1.shape != mu2.shape:
         raise ValueError(f"feature sizes differ: {mu1.size} vs {mu2.size}")
-    covmean = linalg.sqrtm(s1 @ s2)
+    with warnings.catch_warnings():  # a singular product (e.g. one repeated image) is expected
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
         offset = np.eye(len(s1)) * 1e-6
         covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
