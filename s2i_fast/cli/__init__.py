@@ -10,6 +10,7 @@ use anything below it, nothing below imports a command.
     bench      s2i_fast.cli.bench:bench
     serve      s2i_fast.cli.serve:serve
     classifier s2i_fast.cli.classifier:classifier    train
+    eval       s2i_fast.cli.eval:eval_cmd
 Errors derived from S2IError print as one line (click.ClickException); no tracebacks.
 """
 
@@ -32,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("s2i_fast.cli.serve:serve", "Serve the drawing page and the HTTP API."),
     "classifier": ("s2i_fast.cli.classifier:classifier",
                    "Train the photo classifier that evaluation uses."),
+    "eval": ("s2i_fast.cli.eval:eval_cmd", "Score a model on the test split, with a report."),
 }
 
 
