@@ -32,7 +32,8 @@ def _from_preset(name: str) -> str:
                   f"{k} {v}" for k, v in sorted(WIDTH_PRESETS.items())) + ").")
 @click.option("--losses", type=click.Choice(list(LOSS_PRESETS)), default=_T.losses,
               help="Loss weights and optimiser preset (sketch2img: the report's, every "
-                   "weight 1; sketchygan: the paper's, 10 x L1).")
+                   "weight 1; sketchygan: the paper's, 10 x L1; tuned: sketchygan with a "
+                   "stronger diversity term and --g-ema, docs/recipe.md).")
 @click.option("--steps", type=click.IntRange(1, 10**9), default=_T.steps,
               help="Total training steps (one D and one G update each).")
 @click.option("--batch-size", type=click.IntRange(2, 65536), default=_T.batch_size,
@@ -87,9 +88,9 @@ def _from_preset(name: str) -> str:
               help="Std of Gaussian noise added to D's targets.")
 @click.option("--flip-labels", type=click.FloatRange(0, 1), default=_L.flip,
               help="Probability of swapping each D target (label flipping).")
-@click.option("--g-ema", type=click.FloatRange(0, 1, max_open=True), default=_T.g_ema,
+@click.option("--g-ema", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Decay of the moving average of G's weights that checkpoints hand to "
-                   "generate/export/serve (0: off).")
+                   "generate/export/serve (0: off) " + _from_preset("g_ema"))
 @click.option("--sync-bn", is_flag=True, default=_T.sync_bn,
               help="Under torchrun: all-reduce batch-norm statistics across processes.")
 @click.option("--num-workers", type=click.IntRange(0, 256), default=_T.num_workers,
