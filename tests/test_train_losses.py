@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -152,3 +153,20 @@ def test_dragan_double_backward_through_real_discriminator():
     for name, p in conv_weights:
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert D.fc_gan.parametrizations.weight.original.grad.abs().sum() > 0
+
+
+def test_presets_set_the_weights_optimiser_and_g_ema():
+    from s2i_fast.train.config import DEFAULT_LOSS_PRESET, LOSS_PRESETS, TrainConfig
+
+    default = TrainConfig()
+    assert default.losses == DEFAULT_LOSS_PRESET == "tuned"
+    tuned, paper = TrainConfig.from_preset("tuned"), TrainConfig.from_preset("sketchygan")
+    assert (default.weights, default.g_ema) == (tuned.weights, tuned.g_ema)
+    assert tuned.g_ema == 0.99 and paper.g_ema == 0.0
+    assert tuned.weights.div == 2 * paper.weights.div  # the one weight the recipe changed
+    assert dataclasses.replace(tuned.weights, div=paper.weights.div) == paper.weights
+    assert (tuned.lr_g, tuned.lr_d, tuned.beta1) == (paper.lr_g, paper.lr_d, paper.beta1)
+    assert TrainConfig.from_preset("tuned", g_ema=0.0).g_ema == 0.0  # an option overrides it
+    for name in LOSS_PRESETS:  # a run saved before g_ema was recorded keeps its preset's
+        assert TrainConfig.from_dict({"losses": name}).g_ema == LOSS_PRESETS[name]["g_ema"]
+    assert TrainConfig.from_dict({"losses": "seed"}).g_ema == 0.0  # the report's, renamed
