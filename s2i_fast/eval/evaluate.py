@@ -151,7 +151,9 @@ def inception_extractor(weights: str | Path):
     try:
         from torchvision.models import inception_v3
     except ImportError as e:
-        raise MissingDependency("FID/KID need torchvision: pip install 's2i-fast[eval]'") from e
+        raise MissingDependency(
+            "FID/KID need torchvision built for this torch: install both in one pip command "
+            "(e.g. pip install torch==2.14.1 torchvision==0.29.1)") from e
     path = Path(weights)
     if not path.is_file():
         raise DataError(f"{path}: no such Inception weights file")
