@@ -20,7 +20,7 @@ import torch
 
 from s2i_fast.config import WIDTH_PRESETS, ModelConfig, PreprocessStats
 from s2i_fast.errors import CheckpointError
-from s2i_fast.fileio import file_kind, write_bytes
+from s2i_fast.fileio import stat_regular, write_bytes
 
 FORMAT = "s2i-fast-checkpoint"
 VERSION = 1
@@ -64,15 +64,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     weights_only loading: no pickled code runs. Any fault is one CheckpointError naming the
     file and what is wrong with it."""
     path = Path(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
-    kind = file_kind(st.st_mode)  # a FIFO or device would block or never end
-    if kind:
-        raise CheckpointError(f"{path}: is {kind}, expected a checkpoint file")
+    stat_regular(path, CheckpointError, "no such checkpoint", "expected a checkpoint file")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, pickle garbage, foreign formats

@@ -56,6 +56,23 @@ def file_kind(mode: int) -> str | None:
     return "not a regular file"
 
 
+def stat_regular(path: str | os.PathLike, error: type[Exception], missing: str,
+                 wrong: str) -> os.stat_result:
+    """os.stat of a file about to be read, refusing anything but a regular file (a FIFO or a
+    device would block or never end): `error` with "PATH: {missing}" when it does not exist,
+    "PATH: cannot read (...)" when it cannot be stat'ed, "PATH: is a named pipe, {wrong}"."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{path}: {missing}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror or e})") from None
+    kind = file_kind(st.st_mode)
+    if kind:
+        raise error(f"{path}: is {kind}, {wrong}")
+    return st
+
+
 def temp_dir_beside(target: str | os.PathLike) -> Path:
     """A fresh staging folder next to `target` (same file system, so it can be renamed into
     place), with the usual 0777-minus-umask permissions; OutputError naming the target."""

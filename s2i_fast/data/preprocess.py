@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from s2i_fast.config import PreprocessStats
-from s2i_fast.fileio import file_kind
+from s2i_fast.fileio import file_kind, stat_regular
 
 # The one reader of user images (sketches, photos; files, bytes or file objects).
 MAX_IMAGE_BYTES = 64 * 2**20  # a file larger than this is refused before it is read
@@ -42,15 +42,7 @@ def read_image_bytes(path, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:  # noqa: 
     """
     from s2i_fast.errors import DataError, ImageTooLarge
 
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    kind = file_kind(st.st_mode)
-    if kind:
-        raise DataError(f"{path}: is {kind}, not an image file")
+    st = stat_regular(path, DataError, "no such file", "not an image file")
     if st.st_size > max_bytes:
         raise ImageTooLarge(f"{path}: {st.st_size} bytes; images are limited to {max_bytes} "
                             "bytes")

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from s2i_fast.errors import ClassifierError, DataError, UnknownClassError
-from s2i_fast.fileio import file_kind, write_bytes
+from s2i_fast.fileio import stat_regular, write_bytes
 
 FORMAT = "s2i-fast-classifier"
 VERSION = 1
@@ -235,15 +235,7 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
     file, something that is not a regular file, a truncated or foreign file, or weights that
     do not fit the network the file describes. Loading runs no pickled code (weights_only)."""
     path = Path(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ClassifierError(f"{path}: no such classifier file") from None
-    except OSError as e:
-        raise ClassifierError(f"{path}: cannot read ({e.strerror or e})") from None
-    kind = file_kind(st.st_mode)
-    if kind:
-        raise ClassifierError(f"{path}: is {kind}, expected a classifier file")
+    stat_regular(path, ClassifierError, "no such classifier file", "expected a classifier file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle garbage, foreign formats
