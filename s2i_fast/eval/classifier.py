@@ -357,6 +357,13 @@ class Classifier:
         """float32 [N, D]: the pooled penultimate activations (D = 8 x width)."""
         return self._run(images, "features")
 
+    def features_and_logits(self, images) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+        """(features [N, D], logits [N, len(classes)]) from one pass over the images."""
+        feats = self.features(images)
+        with torch.no_grad():
+            logits = self.model.head(torch.from_numpy(feats)).numpy().astype(np.float32)
+        return feats, logits
+
     def predict(self, images) -> np.ndarray:  # noqa: ANN001
         """int64 [N]: the most likely class of each image."""
         return self.logits(images).argmax(axis=1).astype(np.int64)

@@ -230,15 +230,16 @@ def _fid_kid(extractor, train: np.ndarray, sets: list[np.ndarray]) -> list[tuple
 
 
 def _row(images: np.ndarray, data: TestSet, classifier, train_features: np.ndarray,
-         fidkid: list[tuple[float, float]] | None) -> dict[str, float | None]:
-    """Metrics of images [N, K, R, R, 3] (K seeds; K = 1 for the reference rows)."""
+         fidkid: list[tuple[float, float]] | None) -> tuple[dict[str, float | None], np.ndarray]:
+    """Metrics of images [N, K, R, R, 3] (K seeds; K = 1 for the reference rows), and the
+    classifier's predicted class ids [N, K]."""
     n, k = images.shape[:2]
     flat = images.reshape(n * k, *images.shape[2:])
     photos = np.repeat(data.photos, k, axis=0)
     sketches = np.repeat(data.sketches, k, axis=0)
     truth = np.repeat(np.array([classifier.classes.index(c) for c in data.class_names]), k)
-    features = classifier.features(flat)
-    pred = np.argmax(classifier.logits(flat), axis=1)
+    features, logits = classifier.features_and_logits(flat)
+    pred = np.argmax(logits, axis=1)
     fds = [M.frechet_distance(features.reshape(n, k, -1)[:, s], train_features)
            for s in range(k)]
     edges = M.edge_fidelity(flat, sketches)
@@ -258,7 +259,7 @@ def _row(images: np.ndarray, data: TestSet, classifier, train_features: np.ndarr
     if k > 1:
         row["diversity_px"] = M.pairwise_diversity(images)
         row["diversity_features"] = M.feature_diversity(features.reshape(n, k, -1))
-    return row
+    return row, pred.reshape(n, k)
 
 
 def evaluate(
@@ -309,10 +310,11 @@ def evaluate(
     else:
         notes.append("FID and KID skipped: no Inception v3 weights named (--inception-weights "
                      "FILE, torchvision's inception_v3 state dict)")
-    rows = {}
+    rows, preds = {}, {}
     for name in tqdm(ROWS, desc="eval: scoring", unit="row", disable=not progress):
-        rows[name] = _row(np.ascontiguousarray(images[name]), data, classifier, train_features,
-                          None if fidkid is None else fidkid[name])
+        rows[name], preds[name] = _row(
+            np.ascontiguousarray(images[name]), data, classifier, train_features,
+            None if fidkid is None else fidkid[name])
 
     model, mean, real = rows["model"], rows["mean-photo"], rows["real-photo"]
     summary = {
@@ -325,8 +327,7 @@ def evaluate(
     for c in data.classes:
         idx = [i for i, name in enumerate(data.class_names) if name == c]
         if idx:
-            flat = generated[idx].reshape(-1, *generated.shape[2:])
-            pred = np.argmax(classifier.logits(flat), axis=1)
+            pred = preds["model"][idx].ravel()
             per_class[c] = {"sketches": len(idx), "class_accuracy": M.accuracy(
                 pred, np.full(len(pred), classifier.classes.index(c)))}
     if missing:
